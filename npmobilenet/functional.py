@@ -1,0 +1,145 @@
+"""The public ops. Each takes ndarrays or Tensors and returns a Tensor.
+
+Activations are NHWC; full-convolution weights HWIO ``(kh, kw, Cin, Cout)``; depthwise weights
+``(kh, kw, C, M)`` with output channel ``c*M + m``; linear weights ``(in, out)``. ``padding`` is
+``"SAME"`` (TF's rule: the odd pixel goes bottom/right), ``"VALID"``, an int (symmetric) or
+``((top, bottom), (left, right))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .autograd import Tensor
+from .ops import apply
+from .ops.registry import scalar_like
+
+
+def _as_operand(value, other):
+    """Python numbers take the dtype of the other operand, so scalars never promote."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        like = other.data if isinstance(other, Tensor) else np.asarray(other)
+        return scalar_like(value, like if like.dtype.kind == "f" else np.float32(0))
+    return value
+
+
+def conv2d(x, w, stride=1, padding="SAME", dilation=1) -> Tensor:
+    """Full 2-D convolution. x (N, H, W, Cin), w (kh, kw, Cin, Cout) -> (N, OH, OW, Cout)."""
+    return apply("conv2d", x, w, stride=stride, padding=padding, dilation=dilation)
+
+
+def depthwise_conv2d(x, w, stride=1, padding="SAME", dilation=1) -> Tensor:
+    """Per-channel convolution. x (N, H, W, C), w (kh, kw, C, M) -> (N, OH, OW, C*M)."""
+    return apply("depthwise_conv2d", x, w, stride=stride, padding=padding, dilation=dilation)
+
+
+def separable_conv2d(x, depthwise_w, pointwise_w, stride=1, padding="SAME", dilation=1) -> Tensor:
+    """Depthwise convolution then a 1x1 convolution. pointwise_w (1, 1, C*M, Cout)."""
+    if np.shape(pointwise_w)[:2] != (1, 1):
+        raise ValueError(f"separable_conv2d: pointwise_w must be (1, 1, C*M, Cout), got "
+                         f"{np.shape(pointwise_w)}")
+    return conv2d(depthwise_conv2d(x, depthwise_w, stride, padding, dilation), pointwise_w, 1, "VALID")
+
+
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1,
+               eps=1e-3) -> Tensor:
+    """Normalise over every axis but the last, then scale by gamma and shift by beta (C,).
+
+    ``training``: batch statistics; running arrays (plain ndarrays, if given) are updated in place
+    as ``running = (1 - momentum) * running + momentum * batch`` (TF's decay = 1 - momentum).
+    Otherwise the running statistics are used.
+    """
+    return apply("batch_norm", x, gamma, beta, running_mean=running_mean, running_var=running_var,
+                 training=training, momentum=momentum, eps=eps)
+
+
+def relu(x) -> Tensor:
+    return apply("relu", x)
+
+
+def relu6(x) -> Tensor:
+    """min(max(x, 0), 6)."""
+    return apply("relu6", x)
+
+
+def add(a, b) -> Tensor:
+    """a + b with NumPy broadcasting."""
+    return apply("add", _as_operand(a, b), _as_operand(b, a))
+
+
+def mul(a, b) -> Tensor:
+    """a * b with NumPy broadcasting."""
+    return apply("mul", _as_operand(a, b), _as_operand(b, a))
+
+
+def matmul(a, b) -> Tensor:
+    """a @ b for operands with at least two dimensions."""
+    return apply("matmul", a, b)
+
+
+def linear(x, w, b=None) -> Tensor:
+    """x (N, in) @ w (in, out) + b (out,)."""
+    out = matmul(x, w)
+    return out if b is None else add(out, b)
+
+
+def reshape(x, shape) -> Tensor:
+    return apply("reshape", x, shape=tuple(shape) if not isinstance(shape, int) else (shape,))
+
+
+def transpose(x, axes=None) -> Tensor:
+    return apply("transpose", x, axes=axes)
+
+
+def sum(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001  (mirrors numpy's name)
+    return apply("sum", x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False) -> Tensor:
+    return apply("mean", x, axis=axis, keepdims=keepdims)
+
+
+def avg_pool2d(x, kernel, stride=None, padding="VALID") -> Tensor:
+    """Average over windows (stride defaults to the kernel); padding is excluded from the count."""
+    return apply("avg_pool2d", x, kernel=kernel, stride=stride, padding=padding)
+
+
+def global_avg_pool(x) -> Tensor:
+    """(N, H, W, C) -> (N, C)."""
+    return apply("global_avg_pool", x)
+
+
+def dropout(x, rate, training=True, rng: np.random.Generator | None = None) -> Tensor:
+    """Zero each element with probability ``rate`` and scale the rest by 1/(1 - rate).
+
+    Identity at inference or when ``rate`` is 0. ``rng`` makes the mask reproducible.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout: rate must be in [0, 1), got {rate}")
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    if not training or rate == 0.0:
+        return x
+    rng = np.random.default_rng() if rng is None else rng
+    keep = rng.random(x.shape) >= rate
+    mask = keep.astype(x.dtype) * np.asarray(1 / (1 - rate), dtype=x.dtype)
+    return apply("dropout", x, mask=mask)
+
+
+def softmax(x, axis=-1) -> Tensor:
+    return apply("softmax", x, axis=axis)
+
+
+def log_softmax(x, axis=-1) -> Tensor:
+    return apply("log_softmax", x, axis=axis)
+
+
+def cross_entropy(logits, labels, label_smoothing=0.0) -> Tensor:
+    """Mean cross-entropy of logits (N, K) against integer labels (N,), optionally smoothed."""
+    return apply("cross_entropy", logits, labels=labels, label_smoothing=label_smoothing)
+
+
+__all__ = [
+    "conv2d", "depthwise_conv2d", "separable_conv2d", "batch_norm", "relu", "relu6", "add", "mul",
+    "matmul", "linear", "reshape", "transpose", "sum", "mean", "avg_pool2d", "global_avg_pool",
+    "dropout", "softmax", "log_softmax", "cross_entropy",
+]
