@@ -292,3 +292,30 @@ def op_cases(op: str) -> st.SearchStrategy[OpCase]:
         return _OP_CASES[op]()
     except KeyError:
         raise ValueError(f"no strategy for op '{op}'; known: {sorted(_OP_CASES)}") from None
+
+
+@st.composite
+def inverted_residual_config(draw, max_channels: int = 8) -> dict:
+    """A MobileNet v2 block: in/out channels, expansion t, stride, kernel (residual when it can)."""
+    in_channels = draw(st.integers(1, max_channels))
+    stride = draw(st.sampled_from([1, 2]))
+    out_channels = in_channels if stride == 1 and draw(st.booleans()) else draw(st.integers(1, max_channels))
+    return {"in_channels": in_channels, "out_channels": out_channels,
+            "expansion": draw(st.sampled_from([1, 2, 6])), "stride": stride,
+            "kernel": draw(st.sampled_from([3, 5]))}
+
+
+@st.composite
+def separable_config(draw, max_channels: int = 8) -> dict:
+    """A MobileNet v1 DepthSepConv layer: in/out channels, stride, kernel."""
+    return {"in_channels": draw(st.integers(1, max_channels)),
+            "out_channels": draw(st.integers(1, max_channels)),
+            "stride": draw(st.sampled_from([1, 2])), "kernel": draw(st.sampled_from([3, 5]))}
+
+
+@st.composite
+def model_options(draw, min_input: int = 32, max_input: int = 96) -> dict:
+    """Whole-model options: width multiplier, input size (odd sizes too) and output stride."""
+    return {"depth_multiplier": draw(st.sampled_from([0.25, 0.35, 0.5, 0.75, 1.0])),
+            "input_size": draw(st.integers(min_input, max_input)),
+            "output_stride": draw(st.sampled_from([None, 8, 16, 32]))}
