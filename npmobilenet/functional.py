@@ -42,15 +42,16 @@ def separable_conv2d(x, depthwise_w, pointwise_w, stride=1, padding="SAME", dila
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1,
-               eps=1e-3) -> Tensor:
-    """Normalise over every axis but the last, then scale by gamma and shift by beta (C,).
+               eps=1e-3, activation=None) -> Tensor:
+    """Normalise over every axis but the last, scale by gamma, shift by beta (C,), then activate.
 
     ``training``: batch statistics; running arrays (plain ndarrays, if given) are updated in place
-    as ``running = (1 - momentum) * running + momentum * batch`` (TF's decay = 1 - momentum).
-    Otherwise the running statistics are used.
+    as ``running = (1 - momentum) * running + momentum * batch`` (TF's decay = 1 - momentum),
+    with the unbiased batch variance. Otherwise the running statistics are used.
+    ``activation``: None, "relu" or "relu6", fused into the same pass.
     """
     return apply("batch_norm", x, gamma, beta, running_mean=running_mean, running_var=running_var,
-                 training=training, momentum=momentum, eps=eps)
+                 training=training, momentum=momentum, eps=eps, activation=activation)
 
 
 def relu(x) -> Tensor:

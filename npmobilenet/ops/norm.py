@@ -1,19 +1,25 @@
-"""Batch normalisation over every axis but the last (channels, NHWC).
+"""Batch normalisation over every axis but the last (channels, NHWC), fused with its activation.
 
 Training normalises with the batch statistics and, when running arrays are given, updates them
 in place with torch's momentum convention: ``running = (1 - momentum) * running + momentum *
 batch`` (TF's ``decay`` is ``1 - momentum``), the variance unbiased. Inference uses the running
-statistics.
+statistics. ``activation`` ("relu", "relu6" or None) is applied in the same pass, and its mask
+comes from the stored output, so the fused op keeps no extra tensor.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import batchnorm as kernels
 from .registry import register
 
+CLIP_MAX = {None: kernels.NO_ACTIVATION, "relu": np.inf, "relu6": 6.0}
 
-def _check(x, gamma, beta, running_mean, running_var, training):
+
+def _check(x, gamma, beta, running_mean, running_var, training, activation):
+    if activation not in CLIP_MAX:
+        raise ValueError(f"batch_norm: activation must be one of {list(CLIP_MAX)}, got {activation!r}")
     channels = x.shape[-1] if x.ndim else 0
     for name, array in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
                         ("running_var", running_var)):
@@ -26,49 +32,33 @@ def _check(x, gamma, beta, running_mean, running_var, training):
                              f"got {array.shape}")
         if array.dtype != x.dtype:
             raise ValueError(f"batch_norm: {name} dtype {array.dtype} differs from x dtype {x.dtype}")
+    if training and x.size // max(channels, 1) < 2:
+        raise ValueError(f"batch_norm: training needs more than one value per channel, x {x.shape}")
 
 
 def batch_norm_vjp(g, saved, needs):
-    x_hat, inv_std, gamma, batch_stats = saved
-    channels = g.shape[-1]
-    g2d = g.reshape(-1, channels)
-    xh2d = x_hat.reshape(-1, channels)
-    g_beta = g2d.sum(axis=0)
-    g_gamma = (g2d * xh2d).sum(axis=0)
-    gx = None
-    if needs[0]:
-        if batch_stats:
-            count = np.asarray(g2d.shape[0], dtype=g.dtype)
-            gx = (gamma * inv_std / count) * (count * g2d - g_beta - xh2d * g_gamma)
-        else:
-            gx = g2d * (gamma * inv_std)
-        gx = gx.reshape(g.shape)
-    return gx, (g_gamma if needs[1] else None), (g_beta if needs[2] else None)
+    x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats = saved
+    gx, g_gamma, g_beta = kernels.backward(np.ascontiguousarray(g).reshape(out2d.shape), x2d, out2d,
+                                           mean, inv_std, gamma, clip_max, batch_stats, needs[0])
+    return (None if gx is None else gx.reshape(g.shape)), g_gamma, g_beta
 
 
 @register("batch_norm", ("x", "gamma", "beta"), batch_norm_vjp)
 def batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
-                       momentum=0.1, eps=1e-3):
-    _check(x, gamma, beta, running_mean, running_var, training)
-    channels = x.shape[-1]
-    x2d = x.reshape(-1, channels)
+                       momentum=0.1, eps=1e-3, activation=None):
+    _check(x, gamma, beta, running_mean, running_var, training, activation)
+    dtype = x.dtype
+    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     if training:
-        count = x2d.shape[0]
-        if count < 2:
-            raise ValueError(f"batch_norm: training needs more than one value per channel, x {x.shape}")
-        mean = x2d.mean(axis=0)
-        centered = x2d - mean
-        var = np.mean(centered * centered, axis=0)
+        mean64, var64 = kernels.batch_statistics(x2d)
         if running_mean is not None:
-            m = np.asarray(momentum, dtype=x.dtype)
-            running_mean *= 1 - m
-            running_mean += m * mean
-            running_var *= 1 - m
-            running_var += m * var * np.asarray(count / (count - 1), dtype=x.dtype)
+            count = x2d.shape[0]
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean64
+            running_var[...] = (1 - momentum) * running_var + momentum * var64 * (count / (count - 1))
+        mean, inv_std = mean64.astype(dtype), (1 / np.sqrt(var64 + eps)).astype(dtype)
     else:
-        mean, var = running_mean, running_var
-        centered = x2d - mean
-    inv_std = 1 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
-    x_hat = centered * inv_std
-    out = (x_hat * gamma + beta).reshape(x.shape)
-    return out, (x_hat.reshape(x.shape), inv_std, gamma, training)
+        mean, inv_std = running_mean, 1 / np.sqrt(running_var + np.asarray(eps, dtype))
+    scale = gamma * inv_std
+    clip_max = CLIP_MAX[activation]
+    out2d = kernels.normalize_activate(x2d, scale, beta - mean * scale, clip_max, np.empty_like(x2d))
+    return out2d.reshape(x.shape), (x2d, out2d, mean, inv_std, gamma, clip_max, training)

@@ -205,10 +205,11 @@ def _batch_norm_case(draw):
     rng = np.random.default_rng(draw(_seed()))
     c = shape[-1]
     x = rng.standard_normal(shape) * rng.uniform(0.5, 2, c) + rng.standard_normal(c)
-    gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
+    gamma, beta = rng.uniform(0.5, 4, c), rng.standard_normal(c) * 2
     training = draw(st.booleans())
     attrs = {"training": training, "eps": draw(st.sampled_from([1e-3, 1e-5])),
-             "momentum": draw(st.sampled_from([0.1, 0.003]))}
+             "momentum": draw(st.sampled_from([0.1, 0.003])),
+             "activation": draw(st.sampled_from([None, "relu", "relu6"]))}
     if not training:
         attrs.update(running_mean=rng.standard_normal(c), running_var=rng.uniform(0.5, 2, c))
     return OpCase("batch_norm", (x, gamma, beta), attrs)

@@ -58,12 +58,15 @@ def depthwise_conv2d(x, w, stride=1, padding="SAME", dilation=1):
     return _nhwc(F.conv2d(xp, weight, stride=stride, dilation=dilation, groups=c))
 
 
+ACTIVATIONS = {None: lambda x: x, "relu": F.relu, "relu6": F.relu6}
+
+
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1,
-               eps=1e-3):
+               eps=1e-3, activation=None):
     flat = x.reshape(-1, x.shape[-1])
     out = F.batch_norm(flat, running_mean, running_var, gamma, beta, training=training,
                        momentum=momentum, eps=eps)
-    return out.reshape(x.shape)
+    return ACTIVATIONS[activation](out.reshape(x.shape))
 
 
 def avg_pool2d(x, kernel, stride=None, padding="VALID"):

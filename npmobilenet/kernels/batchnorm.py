@@ -1,0 +1,110 @@
+"""Numba kernels for batch normalisation fused with its activation, forward and backward.
+
+Axis legend: x, g, out are (M, C) views of NHWC tensors (M = N*H*W rows, C channels, unit
+stride along C so the inner loop vectorises). Per-channel sums accumulate in float64 whatever
+the data dtype, so float32 statistics over millions of rows stay accurate. Rows are split into
+chunks processed in parallel, each with its own partial sums, reduced at the end.
+
+``clip_max`` selects the activation: ``np.inf`` for ReLU, 6 for ReLU6, and ``NO_ACTIVATION``
+(NaN, which never compares true) for none.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+NO_ACTIVATION = np.nan
+_ROWS_PER_CHUNK = 2048
+
+
+def _chunks(rows: int) -> int:
+    return max(1, min(rows // _ROWS_PER_CHUNK, 4 * numba.get_num_threads()))
+
+
+@numba.njit(parallel=True, cache=True)
+def _channel_sums(x, shift, chunks):
+    """Per-chunk sums of (x - shift) and (x - shift)^2, float64: (chunks, C) each."""
+    rows, channels = x.shape
+    s1 = np.zeros((chunks, channels))
+    s2 = np.zeros((chunks, channels))
+    per = (rows + chunks - 1) // chunks
+    for k in numba.prange(chunks):
+        for i in range(k * per, min(rows, (k + 1) * per)):
+            for c in range(channels):
+                d = x[i, c] - shift[c]
+                s1[k, c] += d
+                s2[k, c] += d * d
+    return s1.sum(axis=0), s2.sum(axis=0)
+
+
+def batch_statistics(x2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and biased variance per channel of (M, C), both float64 (C,)."""
+    rows = x2d.shape[0]
+    shift = x2d[0].astype(np.float64)  # shifting by a sample avoids cancellation in E[x^2] - E[x]^2
+    s1, s2 = _channel_sums(x2d, shift, _chunks(rows))
+    mean_shifted = s1 / rows
+    return shift + mean_shifted, np.maximum(s2 / rows - mean_shifted * mean_shifted, 0.0)
+
+
+@numba.njit(parallel=True, cache=True)
+def normalize_activate(x, scale, offset, clip_max, out):
+    """out = clip(x * scale + offset, 0, clip_max) per channel (no clip when clip_max is NaN)."""
+    rows, channels = x.shape
+    activate = not np.isnan(clip_max)
+    for i in numba.prange(rows):
+        for c in range(channels):
+            v = x[i, c] * scale[c] + offset[c]
+            if activate:
+                v = min(max(v, 0), clip_max)
+            out[i, c] = v
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _masked_sums(g, x, out, mean, inv_std, clip_max, chunks):
+    """Per-channel sums of gm and gm * x_hat, where gm is g masked by the activation."""
+    rows, channels = g.shape
+    activate = not np.isnan(clip_max)
+    s1 = np.zeros((chunks, channels))
+    s2 = np.zeros((chunks, channels))
+    per = (rows + chunks - 1) // chunks
+    for k in numba.prange(chunks):
+        for i in range(k * per, min(rows, (k + 1) * per)):
+            for c in range(channels):
+                gm = g[i, c]
+                if activate and not (0 < out[i, c] < clip_max):
+                    gm = 0
+                s1[k, c] += gm
+                s2[k, c] += gm * ((x[i, c] - mean[c]) * inv_std[c])
+    return s1.sum(axis=0), s2.sum(axis=0)
+
+
+@numba.njit(parallel=True, cache=True)
+def _grad_input(g, x, out, mean, inv_std, scale, sum_g, sum_g_xhat, count, clip_max, batch_stats, gx):
+    rows, channels = g.shape
+    activate = not np.isnan(clip_max)
+    for i in numba.prange(rows):
+        for c in range(channels):
+            gm = g[i, c]
+            if activate and not (0 < out[i, c] < clip_max):
+                gm = 0
+            if batch_stats:
+                x_hat = (x[i, c] - mean[c]) * inv_std[c]
+                gx[i, c] = scale[c] * (gm - (sum_g[c] + x_hat * sum_g_xhat[c]) / count)
+            else:
+                gx[i, c] = scale[c] * gm
+    return gx
+
+
+def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input):
+    """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype."""
+    rows = g2d.shape[0]
+    sum_g, sum_g_xhat = _masked_sums(g2d, x2d, out2d, mean, inv_std, clip_max, _chunks(rows))
+    dtype = g2d.dtype
+    gx = None
+    if needs_input:
+        gx = _grad_input(g2d, x2d, out2d, mean, inv_std, gamma * inv_std, sum_g.astype(dtype),
+                         sum_g_xhat.astype(dtype), dtype.type(rows), clip_max, batch_stats,
+                         np.empty_like(g2d))
+    return gx, sum_g_xhat.astype(dtype), sum_g.astype(dtype)
