@@ -1,0 +1,219 @@
+"""A MobileNet built from a graph: named parameters, train/eval, end points, state dicts.
+
+``Model`` walks the graph's nodes in order, running each through the small function registered
+for its op in ``NODE_OPS`` (which call :mod:`npmobilenet.functional`). Trainable parameters are
+Tensors ``"{node}/{param}"``; batch-norm moving statistics are plain ndarray buffers, updated in
+place in training mode and saved in the state dict, but not returned by ``parameters()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+from . import functional as F
+from .autograd import Tensor
+from .init import init_parameters
+from .spec import Graph, load_spec, resolve_options
+from .spec.graph import INPUT, SLIM_POOL_KERNEL, expand
+
+
+def _conv(model: "Model", node, x) -> Tensor:
+    a = node.attrs
+    y = F.conv2d(x, model.param(node, "weights"), a["stride"], a["padding"], a["dilation"])
+    return _batch_norm(model, node, y)
+
+
+def _depthwise(model: "Model", node, x) -> Tensor:
+    a = node.attrs
+    y = F.depthwise_conv2d(x, model.param(node, "weights"), a["stride"], a["padding"], a["dilation"])
+    return _batch_norm(model, node, y)
+
+
+def _batch_norm(model: "Model", node, y) -> Tensor:
+    bn = node.attrs["batch_norm"]
+    return F.batch_norm(y, model.param(node, "BatchNorm/gamma"), model.param(node, "BatchNorm/beta"),
+                        model.buffer(node, "BatchNorm/moving_mean"),
+                        model.buffer(node, "BatchNorm/moving_variance"), training=model.training,
+                        momentum=bn["momentum"], eps=bn["eps"], activation=node.attrs["activation"])
+
+
+def _add(model: "Model", node, a, b) -> Tensor:
+    return F.add(a, b)
+
+
+def _pool(model: "Model", node, x) -> Tensor:
+    if node.attrs["mode"] == "global":
+        return F.global_avg_pool(x)
+    # slim: a 7x7 VALID pool, the kernel shrunk to the map for small inputs; must reach 1x1.
+    n, h, w, c = x.shape
+    kernel = (min(h, SLIM_POOL_KERNEL), min(w, SLIM_POOL_KERNEL))
+    pooled = F.avg_pool2d(x, kernel, node.attrs["stride"], "VALID")
+    if pooled.shape[1:3] != (1, 1):
+        raise ValueError(f"x: the input gives {h}x{w} features, which slim's 7x7 "
+                         f"average pool reduces to {pooled.shape[1]}x{pooled.shape[2]}, not 1x1; "
+                         f"build the model with global_pool=True")
+    return F.reshape(pooled, (n, c))
+
+
+def _dropout(model: "Model", node, x) -> Tensor:
+    return F.dropout(x, node.attrs["rate"], training=model.training, rng=model.dropout_rng)
+
+
+def _logits(model: "Model", node, x) -> Tensor:
+    return F.linear(x, model.param(node, "weights"), model.param(node, "biases"))
+
+
+NODE_OPS = {"conv": _conv, "depthwise": _depthwise, "add": _add, "pool": _pool,
+            "dropout": _dropout, "logits": _logits}
+
+
+class LoadResult(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Model:
+    """Runs a :class:`~npmobilenet.spec.Graph` with named parameters.
+
+    Parameters
+    ----------
+    graph : Graph
+    params, buffers : dict name -> ndarray
+        Initial values (copied) with the shapes the graph declares, all of ``dtype``.
+    dtype : float32 (default) or float64
+    seed : int or None
+        Seeds the dropout masks.
+
+    A new model is in training mode (batch statistics, dropout), like torch's modules.
+    """
+
+    def __init__(self, graph: Graph, params: Mapping[str, np.ndarray],
+                 buffers: Mapping[str, np.ndarray], dtype=np.float32, seed=None):
+        self.graph = graph
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype: expected float32 or float64, got {self.dtype}")
+        self._params = {name: Tensor(np.zeros(shape, self.dtype), requires_grad=True)
+                        for name, shape in graph.parameter_shapes().items()}
+        self._buffers = {name: np.zeros(shape, self.dtype)
+                         for name, shape in graph.buffer_shapes().items()}
+        self.load_state_dict({**params, **buffers})
+        self.training = True
+        self.dropout_rng = np.random.default_rng(seed)
+        self.end_points: dict[str, Tensor] = {}
+
+    # -- running ---------------------------------------------------------------------------
+    def __call__(self, x) -> Tensor:
+        """Run the graph on ``x`` (N, H, W, 3) of the model's dtype; returns the output node's
+        Tensor: logits (N, num_classes), or features (N, h, w, C) for a headless model.
+        ``end_points`` then maps every node name to its activation."""
+        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        self._check_input(data)
+        values = {INPUT: x if isinstance(x, Tensor) else Tensor(data)}
+        for node in self.graph.nodes:
+            values[node.name] = NODE_OPS[node.op](self, node, *(values[i] for i in node.inputs))
+        del values[INPUT]
+        self.end_points = values
+        return values[self.graph.output]
+
+    def _check_input(self, data: np.ndarray) -> None:
+        channels = self.graph.input_shape[2]
+        if data.ndim != 4 or data.shape[3] != channels:
+            raise ValueError(f"x: expected NHWC images (N, H, W, {channels}), got shape {data.shape}")
+        if data.dtype != self.dtype:
+            raise ValueError(f"x: dtype {data.dtype} differs from the model's {self.dtype}; "
+                             f"convert it with .astype(np.{self.dtype.name})")
+        low = self.graph.min_input_size
+        if data.shape[1] < low[0] or data.shape[2] < low[1]:
+            raise ValueError(f"x: images of {data.shape[1]}x{data.shape[2]} are smaller than the "
+                             f"network's total stride allows (at least {low[0]}x{low[1]})")
+
+    def train(self, mode: bool = True) -> "Model":
+        """Training mode: batch statistics (moving statistics updated), dropout active."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Model":
+        """Inference mode: moving statistics, no dropout."""
+        return self.train(False)
+
+    # -- parameters ------------------------------------------------------------------------
+    def param(self, node, key: str) -> Tensor:
+        return self._params[f"{node.name}/{key}"]
+
+    def buffer(self, node, key: str) -> np.ndarray:
+        return self._buffers[f"{node.name}/{key}"]
+
+    def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
+        return iter(self._params.items())
+
+    def parameters(self) -> list[Tensor]:
+        return list(self._params.values())
+
+    def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
+        return iter(self._buffers.items())
+
+    def num_parameters(self) -> int:
+        """Number of trainable scalars."""
+        return sum(p.data.size for p in self._params.values())
+
+    def zero_grad(self) -> None:
+        for p in self._params.values():
+            p.grad = None
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters then buffers, name -> a copy of the array."""
+        out = {name: p.data.copy() for name, p in self._params.items()}
+        out.update((name, b.copy()) for name, b in self._buffers.items())
+        return out
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> LoadResult:
+        """Copy arrays into the model (cast to its dtype).
+
+        Raises ValueError listing every mis-shaped key, and with ``strict`` also every missing
+        and unexpected key; nothing is changed when it raises. Returns the missing and
+        unexpected keys.
+        """
+        targets = {name: p.data for name, p in self._params.items()}
+        targets.update(self._buffers)
+        missing = [name for name in targets if name not in state]
+        unexpected = [name for name in state if name not in targets]
+        misshaped = [f"{name}: expected {targets[name].shape}, got {np.shape(state[name])}"
+                     for name in targets if name in state and np.shape(state[name]) != targets[name].shape]
+        problems = [f"mis-shaped keys: {'; '.join(misshaped)}"] if misshaped else []
+        if strict and missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+        if problems:
+            raise ValueError("state_dict: " + "\n  ".join(problems))
+        for name, target in targets.items():
+            if name in state:
+                target[...] = np.asarray(state[name], dtype=self.dtype)
+        return LoadResult(missing, unexpected)
+
+    def __repr__(self) -> str:
+        return (f"Model({self.graph.name!r}, {len(self.graph.nodes)} nodes, "
+                f"{self.num_parameters():,} parameters, {self.dtype.name}, "
+                f"{'train' if self.training else 'eval'})")
+
+
+def build_model(spec_or_name, *, dtype=np.float32, seed=None, **options) -> Model:
+    """Build a model from a spec (built-in name, JSON path or dict) and build options.
+
+    Options are those of :func:`npmobilenet.spec.build_graph` (depth_multiplier, min_depth,
+    input_size, num_classes, output_stride, padding, activation, bn_eps, bn_momentum, dropout,
+    global_pool, final_endpoint, init, ...); ``seed`` seeds the initialiser and dropout.
+    """
+    spec = load_spec(spec_or_name)
+    resolved = resolve_options(spec, **options)
+    graph = expand(spec, resolved)
+    init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
+    params, buffers = init_parameters(graph, resolved.init, init_seed, dtype)
+    return Model(graph, params, buffers, dtype=dtype, seed=dropout_seed)
+
+
+__all__ = ["LoadResult", "Model", "NODE_OPS", "build_model"]
