@@ -262,7 +262,7 @@ def _head(family: str, b: _Builder) -> Iterator[Node]:
                 f"global_pool: slim's 7x7 average pool leaves a {out_hw[0]}x{out_hw[1]} map on the "
                 f"{h}x{w} features of input_size {o.input_size[0]}x{o.input_size[1]}"
                 f"{'' if o.output_stride is None else f' with output_stride {o.output_stride}'}; "
-                f"use global_pool=True or num_classes=0")
+                f"use global_pool=True (--global-pool) or num_classes=0")
         attrs = {"mode": "slim", "kernel": kernel, "stride": SLIM_POOL_STRIDE}
     yield b._append(Node(pool_name, "pool", attrs, (b.current,), (c,)))
     if o.dropout > 0:
