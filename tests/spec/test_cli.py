@@ -1,0 +1,54 @@
+"""``npmobilenet summary`` and ``npmobilenet graph``."""
+
+import json
+from pathlib import Path
+
+from npmobilenet.cli import main
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+def test_summary_json_matches_tf_slim_table(capsys):
+    reference = json.loads((DATA / "slim_mobilenet_v1_tables.json").read_text())["mobilenet_v1_0.75_128"]
+    assert main(["summary", "mobilenet_v1", "--depth-multiplier", "0.75", "--input-size", "128",
+                 "--num-classes", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"layers", "total"}
+    assert [(r["name"], r["weights"], r["macs"]) for r in out["layers"]] == [
+        (r["endpoint"], r["params"], r["macs"]) for r in reference["layers"]]
+    assert set(out["layers"][0]) == {"name", "op", "output_shape", "weights", "params", "macs"}
+    assert out["layers"][0]["output_shape"] == [64, 64, 24]
+    assert out["layers"][0]["params"] == 648 + 2 * 24  # kernel + batch-norm gamma and beta
+    assert out["total"]["weights"] == 1_800_144 and out["total"]["macs"] == 106_002_432
+
+
+def test_summary_table_with_head(capsys):
+    assert main(["summary", "mobilenet_v2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["Layer", "op", "output", "shape", "weights", "params", "MACs"]
+    assert lines[-1].split() == ["Total", "3,469,760", "3,504,872", "300,774,272"]
+    assert any(line.split()[:3] == ["Logits", "logits", "1000"] for line in lines)
+
+
+def test_summary_user_spec_file(capsys):
+    assert main(["summary", str(Path(__file__).parent / "cifar10_mobilenet_v1.json"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["layers"][-1] == {"name": "Logits", "op": "logits", "output_shape": [10],
+                                 "weights": 10_240, "params": 10_250, "macs": 10_240}
+
+
+def test_graph_formats(capsys):
+    assert main(["graph", "mobilenet_v2", "--format", "json", "--input-size", "96"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["nodes"][-1]["name"] == "Logits" and data["input_shape"] == [96, 96, 3]
+    assert main(["graph", "mobilenet_v1", "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert '"Conv2d_13_pointwise" -> "AvgPool_1a";' in dot
+
+
+def test_bad_option_is_one_clean_line(capsys):
+    assert main(["summary", "mobilenet_v1", "--depth-multiplier", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "npmobilenet summary: error: depth_multiplier: expected a number > 0, got -1.0"
+    assert main(["graph", "nosuchspec"]) == 2
+    assert "unknown spec 'nosuchspec'" in capsys.readouterr().err
