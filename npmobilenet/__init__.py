@@ -1,8 +1,14 @@
-"""npmobilenet: MobileNet v1 and v2 in NumPy + Numba."""
+"""npmobilenet: MobileNet v1 and v2 in NumPy + Numba.
+
+Specs (JSON data) expand into named graphs; a small autograd engine runs and trains them.
+"""
 
 from . import functional
 from .autograd import Tensor, no_grad
+from .model import Model, build_model
+from .spec import available_specs, build_graph, load_spec
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "no_grad", "functional", "__version__"]
+__all__ = ["Model", "Tensor", "available_specs", "build_graph", "build_model", "functional",
+           "load_spec", "no_grad", "__version__"]
