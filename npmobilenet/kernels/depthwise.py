@@ -42,39 +42,61 @@ def _jit(function):
 
 
 def _forward_rows(x, w, bias, has_clip, lo, hi, sh, sw, dh, dw, top, left, out):
-    """out (N, OH, OW, C) = depthwise(x (N, H, W, C), w (kh, kw, C)) + bias, clamped if has_clip."""
+    """out (N, OH, OW, C) = depthwise(x (N, H, W, C), w (kh, kw, C)) + bias, clamped if has_clip.
+
+    3x3 windows lying wholly inside the input take one expression over the nine taps (no
+    accumulator round trips); border pixels and other kernel sizes add tap by tap.
+    """
     n_batch, height, width, channels = x.shape
     kh, kw, _ = w.shape
     _, out_h, out_w, _ = out.shape
+    is_3x3 = kh == 3 and kw == 3
     for row in prange(n_batch * out_h):
         n = row // out_h
         oh = row - n * out_h
+        ih = oh * sh - top
+        rows_inside = is_3x3 and ih >= 0 and ih + 2 * dh < height
+        x0 = x[n, min(max(ih, 0), height - 1)]  # (W, C) rows of the 3x3 window, used when inside
+        x1 = x[n, min(max(ih + dh, 0), height - 1)]
+        x2 = x[n, min(max(ih + 2 * dh, 0), height - 1)]
         for ow in range(out_w):
+            iw = ow * sw - left
             acc = out[n, oh, ow]
+            if rows_inside and iw >= 0 and iw + 2 * dw < width:
+                j1 = iw + dw
+                j2 = iw + 2 * dw
+                for c in range(channels):
+                    v = (bias[c] + x0[iw, c] * w[0, 0, c] + x0[j1, c] * w[0, 1, c] + x0[j2, c] * w[0, 2, c]
+                         + x1[iw, c] * w[1, 0, c] + x1[j1, c] * w[1, 1, c] + x1[j2, c] * w[1, 2, c]
+                         + x2[iw, c] * w[2, 0, c] + x2[j1, c] * w[2, 1, c] + x2[j2, c] * w[2, 2, c])
+                    if has_clip:
+                        v = min(max(v, lo), hi)
+                    acc[c] = v
+                continue
             for c in range(channels):
                 acc[c] = bias[c]
             for i in range(kh):
-                ih = oh * sh - top + i * dh
-                if ih < 0 or ih >= height:
+                ihi = ih + i * dh
+                if ihi < 0 or ihi >= height:
                     continue
                 for j in range(kw):
-                    iw = ow * sw - left + j * dw
-                    if iw < 0 or iw >= width:
+                    iwj = iw + j * dw
+                    if iwj < 0 or iwj >= width:
                         continue
-                    xs = x[n, ih, iw]
-                    ws = w[i, j]
                     for c in range(channels):
-                        acc[c] += xs[c] * ws[c]
+                        acc[c] += x[n, ihi, iwj, c] * w[i, j, c]
             if has_clip:
                 for c in range(channels):
                     acc[c] = min(max(acc[c], lo), hi)
 
 
-def _grad_input_rows(g, w, sh, sw, dh, dw, top, left, gx):
-    """gx (N, H, W, C) from g (N, OH, OW, C), gathering the taps that read each input pixel."""
+def _grad_input_rows(g, w, row_taps, row_count, col_taps, col_count, gx):
+    """gx (N, H, W, C) from g (N, OH, OW, C), gathering the taps that read each input pixel.
+
+    row_taps[ih, k] = (i, oh) for the row_count[ih] kernel rows i whose output row oh reads input
+    row ih; col_taps likewise for columns. Gathering keeps every thread's writes its own.
+    """
     n_batch, height, width, channels = gx.shape
-    kh, kw, _ = w.shape
-    _, out_h, out_w, _ = g.shape
     for row in prange(n_batch * height):
         n = row // height
         ih = row - n * height
@@ -82,26 +104,25 @@ def _grad_input_rows(g, w, sh, sw, dh, dw, top, left, gx):
             acc = gx[n, ih, iw]
             for c in range(channels):
                 acc[c] = 0
-            for i in range(kh):
-                t = ih + top - i * dh  # oh * sh for the output row whose tap i reads ih
-                if t < 0 or t % sh != 0 or t // sh >= out_h:
-                    continue
-                oh = t // sh
-                for j in range(kw):
-                    u = iw + left - j * dw
-                    if u < 0 or u % sw != 0 or u // sw >= out_w:
-                        continue
-                    gs = g[n, oh, u // sw]
-                    ws = w[i, j]
+            for a in range(row_count[ih]):
+                i = row_taps[ih, a, 0]
+                oh = row_taps[ih, a, 1]
+                for b in range(col_count[iw]):
+                    j = col_taps[iw, b, 0]
+                    ow = col_taps[iw, b, 1]
                     for c in range(channels):
-                        acc[c] += gs[c] * ws[c]
+                        acc[c] += g[n, oh, ow, c] * w[i, j, c]
 
 
 def _grad_weight_rows(x, g, sh, sw, dh, dw, top, left, partial):
-    """partial (T, kh, kw, C): thread t sums x-tap * g over its share of the N*OH output rows."""
+    """partial (T, kh, kw, C): part t sums x-tap * g over its share of the N*OH output rows.
+
+    Inside 3x3 windows one channel loop updates all nine tap accumulators, loading g once.
+    """
     n_batch, height, width, channels = x.shape
     _, out_h, out_w, _ = g.shape
     n_parts, kh, kw, _ = partial.shape
+    is_3x3 = kh == 3 and kw == 3
     rows = n_batch * out_h
     for part in prange(n_parts):
         acc = partial[part]
@@ -109,20 +130,38 @@ def _grad_weight_rows(x, g, sh, sw, dh, dw, top, left, partial):
         for row in range(part * rows // n_parts, (part + 1) * rows // n_parts):
             n = row // out_h
             oh = row - n * out_h
+            ih = oh * sh - top
+            rows_inside = is_3x3 and ih >= 0 and ih + 2 * dh < height
+            x0 = x[n, min(max(ih, 0), height - 1)]
+            x1 = x[n, min(max(ih + dh, 0), height - 1)]
+            x2 = x[n, min(max(ih + 2 * dh, 0), height - 1)]
             for ow in range(out_w):
-                gs = g[n, oh, ow]
+                iw = ow * sw - left
+                if rows_inside and iw >= 0 and iw + 2 * dw < width:
+                    j1 = iw + dw
+                    j2 = iw + 2 * dw
+                    for c in range(channels):
+                        gc = g[n, oh, ow, c]
+                        acc[0, 0, c] += x0[iw, c] * gc
+                        acc[0, 1, c] += x0[j1, c] * gc
+                        acc[0, 2, c] += x0[j2, c] * gc
+                        acc[1, 0, c] += x1[iw, c] * gc
+                        acc[1, 1, c] += x1[j1, c] * gc
+                        acc[1, 2, c] += x1[j2, c] * gc
+                        acc[2, 0, c] += x2[iw, c] * gc
+                        acc[2, 1, c] += x2[j1, c] * gc
+                        acc[2, 2, c] += x2[j2, c] * gc
+                    continue
                 for i in range(kh):
-                    ih = oh * sh - top + i * dh
-                    if ih < 0 or ih >= height:
+                    ihi = ih + i * dh
+                    if ihi < 0 or ihi >= height:
                         continue
                     for j in range(kw):
-                        iw = ow * sw - left + j * dw
-                        if iw < 0 or iw >= width:
+                        iwj = iw + j * dw
+                        if iwj < 0 or iwj >= width:
                             continue
-                        xs = x[n, ih, iw]
-                        a = acc[i, j]
                         for c in range(channels):
-                            a[c] += xs[c] * gs[c]
+                            acc[i, j, c] += x[n, ihi, iwj, c] * g[n, oh, ow, c]
 
 
 _FORWARD = _jit(_forward_rows)
@@ -178,18 +217,45 @@ def depthwise_forward(x, w, stride, dilation, pads, bias=None, clip_max=None, ou
     return out
 
 
+def _input_taps(size, out_size, k, s, d, before):
+    """For each input index along one axis, the (kernel index, output index) pairs reading it.
+
+    Returns taps (size, k, 2) int64 and count (size,): taps[p, :count[p]] are the valid pairs.
+    """
+    taps = np.zeros((size, k, 2), np.int64)
+    count = np.zeros(size, np.int64)
+    positions = np.arange(size)
+    for i in range(k):
+        t = positions + before - i * d  # o * s for the output o whose tap i reads this input
+        hit = positions[(t >= 0) & (t % s == 0) & (t // s < out_size)]
+        taps[hit, count[hit]] = np.stack([np.full(hit.size, i), t[hit] // s], axis=1)
+        count[hit] += 1
+    return taps, count
+
+
 def depthwise_grad_input(g, w, input_hw, stride, dilation, pads):
     """Gradient of ``depthwise_forward`` (without epilogue) with respect to x.
 
     g : (N, OH, OW, C*M); w : (kh, kw, C, M); input_hw : (H, W). Returns (N, H, W, C), g's dtype.
+    Stride 1 is the forward kernel over g with the kernel turned 180 degrees; larger strides
+    gather, per input pixel, only the taps that read it.
     """
     kh, kw, c, m = w.shape
-    n = g.shape[0]
-    gx = np.empty((n, input_hw[0], input_hw[1], c * m), dtype=g.dtype)
-    kernel = _GRAD_INPUT[_parallel(g.size * kh * kw)]
-    kernel(np.ascontiguousarray(g), np.ascontiguousarray(w.reshape(kh, kw, c * m)),
-           stride[0], stride[1], dilation[0], dilation[1], pads[0], pads[2], gx)
-    return gx if m == 1 else gx.reshape(n, input_hw[0], input_hw[1], c, m).sum(axis=-1)
+    n, out_h, out_w, _ = g.shape
+    (height, width), (sh, sw), (dh, dw) = input_hw, stride, dilation
+    g = np.ascontiguousarray(g)
+    ws = w.reshape(kh, kw, c * m)
+    gx = np.empty((n, height, width, c * m), dtype=g.dtype)
+    parallel = _parallel(g.size * kh * kw)
+    if (sh, sw) == (1, 1):
+        _FORWARD[parallel](g, np.ascontiguousarray(ws[::-1, ::-1]), np.zeros(c * m, g.dtype), False,
+                           g.dtype.type(0), g.dtype.type(0), 1, 1, dh, dw,
+                           (kh - 1) * dh - pads[0], (kw - 1) * dw - pads[2], gx)
+    else:
+        row_taps, row_count = _input_taps(height, out_h, kh, sh, dh, pads[0])
+        col_taps, col_count = _input_taps(width, out_w, kw, sw, dw, pads[2])
+        _GRAD_INPUT[parallel](g, np.ascontiguousarray(ws), row_taps, row_count, col_taps, col_count, gx)
+    return gx if m == 1 else gx.reshape(n, height, width, c, m).sum(axis=-1)
 
 
 def depthwise_grad_weight(x, g, kernel_hw, stride, dilation, pads):
