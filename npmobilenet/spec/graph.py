@@ -185,7 +185,7 @@ class _Builder:
                  "activation": activation,
                  "batch_norm": {"eps": o.bn_eps, "momentum": o.bn_momentum}}
         channel = (out_channels,)
-        return self._append(Node(
+        return self.append(Node(
             name, op, attrs, (self.current,), (*out_hw, out_channels), weights=weights,
             params=weights + 2 * out_channels, macs=out_hw[0] * out_hw[1] * weights,
             param_shapes={"weights": weight_shape, "BatchNorm/gamma": channel,
@@ -193,9 +193,9 @@ class _Builder:
             buffer_shapes={"BatchNorm/moving_mean": channel, "BatchNorm/moving_variance": channel}))
 
     def add(self, name, shortcut: str) -> Node:
-        return self._append(Node(name, "add", {}, (self.current, shortcut), self.shape))
+        return self.append(Node(name, "add", {}, (self.current, shortcut), self.shape))
 
-    def _append(self, node: Node) -> Node:
+    def append(self, node: Node) -> Node:
         self.current, self.shape = node.name, node.out_shape
         return node
 
@@ -264,11 +264,11 @@ def _head(family: str, b: _Builder) -> Iterator[Node]:
                 f"{'' if o.output_stride is None else f' with output_stride {o.output_stride}'}; "
                 f"use global_pool=True (--global-pool) or num_classes=0")
         attrs = {"mode": "slim", "kernel": kernel, "stride": SLIM_POOL_STRIDE}
-    yield b._append(Node(pool_name, "pool", attrs, (b.current,), (c,)))
+    yield b.append(Node(pool_name, "pool", attrs, (b.current,), (c,)))
     if o.dropout > 0:
-        yield b._append(Node(dropout_name, "dropout", {"rate": o.dropout}, (b.current,), (c,)))
+        yield b.append(Node(dropout_name, "dropout", {"rate": o.dropout}, (b.current,), (c,)))
     k = o.num_classes
-    yield b._append(Node("Logits", "logits", {"in_features": c, "num_classes": k}, (b.current,), (k,),
+    yield b.append(Node("Logits", "logits", {"in_features": c, "num_classes": k}, (b.current,), (k,),
                          weights=c * k, params=c * k + k, macs=c * k,
                          param_shapes={"weights": (c, k), "biases": (k,)}))
 
