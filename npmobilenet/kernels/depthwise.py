@@ -21,6 +21,8 @@ ints with the (dilated) kernel fitting the padded input.
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from numba import prange
@@ -90,39 +92,37 @@ def _forward_rows(x, w, bias, has_clip, lo, hi, sh, sw, dh, dw, top, left, out):
                     acc[c] = min(max(acc[c], lo), hi)
 
 
-def _grad_input_rows(g, w, row_taps, row_count, col_taps, col_count, gx):
-    """gx (N, H, W, C) from g (N, OH, OW, C), gathering the taps that read each input pixel.
+def _grad_input_rows(g, w, sw, dw, left, row_taps, row_count, gx):
+    """gx (N, H, W, C) from g (N, OH, OW, C), one input row per iteration.
 
-    row_taps[ih, k] = (i, oh) for the row_count[ih] kernel rows i whose output row oh reads input
-    row ih; col_taps likewise for columns. Gathering keeps every thread's writes its own.
+    row_taps[ih, :row_count[ih]] are the (i, oh) pairs whose kernel row i of output row oh reads
+    input row ih; each is scattered along that input row only, so threads never share a write.
     """
     n_batch, height, width, channels = gx.shape
+    _, kw, _ = w.shape
+    out_w = g.shape[2]
     for row in prange(n_batch * height):
         n = row // height
         ih = row - n * height
-        for iw in range(width):
-            acc = gx[n, ih, iw]
-            for c in range(channels):
-                acc[c] = 0
-            for a in range(row_count[ih]):
-                i = row_taps[ih, a, 0]
-                oh = row_taps[ih, a, 1]
-                for b in range(col_count[iw]):
-                    j = col_taps[iw, b, 0]
-                    ow = col_taps[iw, b, 1]
+        acc = gx[n, ih]  # (W, C)
+        acc[:] = 0
+        for a in range(row_count[ih]):
+            i = row_taps[ih, a, 0]
+            gs = g[n, row_taps[ih, a, 1]]  # (OW, C)
+            for ow in range(out_w):
+                for j in range(kw):
+                    iw = ow * sw - left + j * dw
+                    if iw < 0 or iw >= width:
+                        continue
                     for c in range(channels):
-                        acc[c] += g[n, oh, ow, c] * w[i, j, c]
+                        acc[iw, c] += gs[ow, c] * w[i, j, c]
 
 
 def _grad_weight_rows(x, g, sh, sw, dh, dw, top, left, partial):
-    """partial (T, kh, kw, C): part t sums x-tap * g over its share of the N*OH output rows.
-
-    Inside 3x3 windows one channel loop updates all nine tap accumulators, loading g once.
-    """
+    """partial (T, kh, kw, C): thread t sums x-tap * g over its share of the N*OH output rows."""
     n_batch, height, width, channels = x.shape
     _, out_h, out_w, _ = g.shape
     n_parts, kh, kw, _ = partial.shape
-    is_3x3 = kh == 3 and kw == 3
     rows = n_batch * out_h
     for part in prange(n_parts):
         acc = partial[part]
@@ -130,38 +130,20 @@ def _grad_weight_rows(x, g, sh, sw, dh, dw, top, left, partial):
         for row in range(part * rows // n_parts, (part + 1) * rows // n_parts):
             n = row // out_h
             oh = row - n * out_h
-            ih = oh * sh - top
-            rows_inside = is_3x3 and ih >= 0 and ih + 2 * dh < height
-            x0 = x[n, min(max(ih, 0), height - 1)]
-            x1 = x[n, min(max(ih + dh, 0), height - 1)]
-            x2 = x[n, min(max(ih + 2 * dh, 0), height - 1)]
             for ow in range(out_w):
-                iw = ow * sw - left
-                if rows_inside and iw >= 0 and iw + 2 * dw < width:
-                    j1 = iw + dw
-                    j2 = iw + 2 * dw
-                    for c in range(channels):
-                        gc = g[n, oh, ow, c]
-                        acc[0, 0, c] += x0[iw, c] * gc
-                        acc[0, 1, c] += x0[j1, c] * gc
-                        acc[0, 2, c] += x0[j2, c] * gc
-                        acc[1, 0, c] += x1[iw, c] * gc
-                        acc[1, 1, c] += x1[j1, c] * gc
-                        acc[1, 2, c] += x1[j2, c] * gc
-                        acc[2, 0, c] += x2[iw, c] * gc
-                        acc[2, 1, c] += x2[j1, c] * gc
-                        acc[2, 2, c] += x2[j2, c] * gc
-                    continue
+                gs = g[n, oh, ow]
                 for i in range(kh):
-                    ihi = ih + i * dh
-                    if ihi < 0 or ihi >= height:
+                    ih = oh * sh - top + i * dh
+                    if ih < 0 or ih >= height:
                         continue
                     for j in range(kw):
-                        iwj = iw + j * dw
-                        if iwj < 0 or iwj >= width:
+                        iw = ow * sw - left + j * dw
+                        if iw < 0 or iw >= width:
                             continue
+                        xs = x[n, ih, iw]
+                        a = acc[i, j]
                         for c in range(channels):
-                            acc[i, j, c] += x[n, ihi, iwj, c] * g[n, oh, ow, c]
+                            a[c] += xs[c] * gs[c]
 
 
 _FORWARD = _jit(_forward_rows)
@@ -217,10 +199,12 @@ def depthwise_forward(x, w, stride, dilation, pads, bias=None, clip_max=None, ou
     return out
 
 
-def _input_taps(size, out_size, k, s, d, before):
-    """For each input index along one axis, the (kernel index, output index) pairs reading it.
+@functools.lru_cache(maxsize=256)
+def _input_rows(size, out_size, k, s, d, before):
+    """For each input row, the (kernel row, output row) pairs reading it.
 
     Returns taps (size, k, 2) int64 and count (size,): taps[p, :count[p]] are the valid pairs.
+    Cached (read-only) because a training step asks for the same few geometries every time.
     """
     taps = np.zeros((size, k, 2), np.int64)
     count = np.zeros(size, np.int64)
@@ -230,6 +214,7 @@ def _input_taps(size, out_size, k, s, d, before):
         hit = positions[(t >= 0) & (t % s == 0) & (t // s < out_size)]
         taps[hit, count[hit]] = np.stack([np.full(hit.size, i), t[hit] // s], axis=1)
         count[hit] += 1
+    taps.flags.writeable = count.flags.writeable = False
     return taps, count
 
 
@@ -238,7 +223,7 @@ def depthwise_grad_input(g, w, input_hw, stride, dilation, pads):
 
     g : (N, OH, OW, C*M); w : (kh, kw, C, M); input_hw : (H, W). Returns (N, H, W, C), g's dtype.
     Stride 1 is the forward kernel over g with the kernel turned 180 degrees; larger strides
-    gather, per input pixel, only the taps that read it.
+    visit, per input row, only the output rows that read it.
     """
     kh, kw, c, m = w.shape
     n, out_h, out_w, _ = g.shape
@@ -252,9 +237,8 @@ def depthwise_grad_input(g, w, input_hw, stride, dilation, pads):
                            g.dtype.type(0), g.dtype.type(0), 1, 1, dh, dw,
                            (kh - 1) * dh - pads[0], (kw - 1) * dw - pads[2], gx)
     else:
-        row_taps, row_count = _input_taps(height, out_h, kh, sh, dh, pads[0])
-        col_taps, col_count = _input_taps(width, out_w, kw, sw, dw, pads[2])
-        _GRAD_INPUT[parallel](g, np.ascontiguousarray(ws), row_taps, row_count, col_taps, col_count, gx)
+        row_taps, row_count = _input_rows(height, out_h, kh, sh, dh, pads[0])
+        _GRAD_INPUT[parallel](g, np.ascontiguousarray(ws), sw, dw, pads[2], row_taps, row_count, gx)
     return gx if m == 1 else gx.reshape(n, height, width, c, m).sum(axis=-1)
 
 
