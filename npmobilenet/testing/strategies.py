@@ -296,13 +296,15 @@ def op_cases(op: str) -> st.SearchStrategy[OpCase]:
 
 @st.composite
 def inverted_residual_config(draw, max_channels: int = 8) -> dict:
-    """A MobileNet v2 block: in/out channels, expansion t, stride, kernel (residual when it can)."""
+    """A MobileNet v2 bottleneck row: in/out channels, expansion t, repeats n, stride s.
+
+    Half the draws keep the channel count, so the repeats (and a stride-1 first block) are
+    residual."""
     in_channels = draw(st.integers(1, max_channels))
-    stride = draw(st.sampled_from([1, 2]))
-    out_channels = in_channels if stride == 1 and draw(st.booleans()) else draw(st.integers(1, max_channels))
+    out_channels = in_channels if draw(st.booleans()) else draw(st.integers(1, max_channels))
     return {"in_channels": in_channels, "out_channels": out_channels,
-            "expansion": draw(st.sampled_from([1, 2, 6])), "stride": stride,
-            "kernel": draw(st.sampled_from([3, 5]))}
+            "expansion": draw(st.sampled_from([1, 2, 6])), "repeats": draw(st.integers(1, 2)),
+            "stride": draw(st.sampled_from([1, 2]))}
 
 
 @st.composite
