@@ -35,26 +35,35 @@ NUM_CLASSES = 10
 SEED = 1234
 
 
-def _inputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _waves(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
     """Noise over random plane waves, different per image and channel, so borders matter."""
-    out = {}
-    for h, w in SIZES:
-        i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        freq = rng.uniform(0.05, 0.5, (BATCH, 1, 1, 3, 2))
-        phase = rng.uniform(0, 2 * np.pi, (BATCH, 1, 1, 3))
-        waves = np.sin(freq[..., 0] * i[None, :, :, None] + freq[..., 1] * j[None, :, :, None] + phase)
-        x = 0.7 * waves + 0.3 * rng.uniform(-1, 1, (BATCH, h, w, 3))
-        out[f"{h}x{w}"] = x.astype(np.float32)
-    return out
+    i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    freq = rng.uniform(0.05, 0.5, (n, 1, 1, 3, 2))
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1, 3))
+    waves = np.sin(freq[..., 0] * i[None, :, :, None] + freq[..., 1] * j[None, :, :, None] + phase)
+    return (0.7 * waves + 0.3 * rng.uniform(-1, 1, (n, h, w, 3))).astype(np.float32)
 
 
-def _bn_stats(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
-    """gamma, beta, mean, var; variances log-uniform down to 1e-2 so eps 1e-3 vs 1e-5 shows."""
-    gamma = rng.uniform(0.5, 1.5, n)
-    beta = rng.normal(0.0, 0.2, n)
-    mean = rng.normal(0.0, 0.2, n)
-    var = np.exp(rng.uniform(np.log(1e-2), np.log(2.0), n))
-    return tuple(a.astype(np.float32) for a in (gamma, beta, mean, var))
+def _inputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {f"{h}x{w}": _waves(rng, BATCH, h, w) for h, w in SIZES}
+
+
+def _affine(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random batch-norm gamma and beta."""
+    return rng.uniform(0.5, 1.5, n).astype(np.float32), rng.normal(0.0, 0.2, n).astype(np.float32)
+
+
+def _perturb(rng: np.random.Generator, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Moving statistics near the calibrated ones, so activations stay alive but differ from
+    batch statistics (a wrong eps or a swapped mean/variance shows)."""
+    std = np.sqrt(var)
+    mean = mean + rng.normal(0.0, 0.2, mean.shape) * std
+    var = var * rng.uniform(0.6, 1.4, var.shape)
+    return mean.astype(np.float32), var.astype(np.float32)
+
+
+def _calibration_batch(rng: np.random.Generator) -> np.ndarray:
+    return _waves(rng, 8, 96, 96)
 
 
 def make_torchvision(out: Path, rng: np.random.Generator) -> None:
@@ -63,16 +72,22 @@ def make_torchvision(out: Path, rng: np.random.Generator) -> None:
 
     torch.manual_seed(SEED)
     model = torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=NUM_CLASSES)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                gamma, beta, mean, var = (torch.from_numpy(a) for a in _bn_stats(rng, module.num_features))
-                module.weight.copy_(gamma)
-                module.bias.copy_(beta)
-                module.running_mean.copy_(mean)
-                module.running_var.copy_(var)
-                module.num_batches_tracked.fill_(1000)
+        for module in norms:
+            gamma, beta = _affine(rng, module.num_features)
+            module.weight.copy_(torch.from_numpy(gamma))
+            module.bias.copy_(torch.from_numpy(beta))
+            module.momentum = 1.0  # the calibration pass stores the batch statistics
         model.classifier[1].bias.copy_(torch.from_numpy(rng.normal(0, 0.1, NUM_CLASSES)))
+        model.train()
+        model(torch.from_numpy(_calibration_batch(rng)).permute(0, 3, 1, 2))
+        for module in norms:
+            mean, var = _perturb(rng, module.running_mean.numpy(), module.running_var.numpy())
+            module.running_mean.copy_(torch.from_numpy(mean))
+            module.running_var.copy_(torch.from_numpy(var))
+            module.momentum = 0.1
+            module.num_batches_tracked.fill_(1000)
     model.eval()
     torch.save(model.state_dict(), out / "torchvision_mobilenet_v2.pth")
     reference = model.double()
@@ -88,12 +103,20 @@ def make_torchvision(out: Path, rng: np.random.Generator) -> None:
 def _keras_randomise(model, rng: np.random.Generator) -> None:
     import keras
 
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights(list(_bn_stats(rng, layer.gamma.shape[0])))
+        if layer in norms:
+            gamma, beta = _affine(rng, layer.gamma.shape[0])
+            _, _, mean, var = layer.get_weights()
+            layer.set_weights([gamma, beta, mean, var])
+            layer.momentum = 0.0  # the calibration pass stores the batch statistics
         elif layer.name in ("conv_preds", "predictions") and len(layer.get_weights()) == 2:
             kernel, bias = layer.get_weights()
             layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype(np.float32)])
+    model(_calibration_batch(rng), training=True)
+    for layer in norms:
+        gamma, beta, mean, var = layer.get_weights()
+        layer.set_weights([gamma, beta, *_perturb(rng, mean, var)])
 
 
 def _keras2_weight_name(layer, weight) -> str:
