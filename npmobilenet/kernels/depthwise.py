@@ -10,6 +10,9 @@ Form ("9-tap" NHWC): for each output pixel, every kernel tap contributes one uni
 over channels, innermost, so LLVM vectorises it. Rows (N*OH, or N*H for grad-input) are spread
 over Numba threads with ``prange`` when the layer is large enough to pay for it; grad-weight
 gives each thread its own accumulator, summed at the end.
+Hot loops index arrays in full instead of taking per-pixel views (``out[n, oh, ow]``): each
+view updates the array's reference count atomically, and two threads contending for that count
+cancelled the whole gain of the second thread.
 
 Multiplier M > 1 runs the M == 1 kernels over the input repeated M times along channels
 (channel c*M + m of the repeat is channel c of x): a copy of x, but MobileNet only uses M == 1.
@@ -22,6 +25,7 @@ ints with the (dilated) kernel fitting the padded input.
 from __future__ import annotations
 
 import functools
+import types
 
 import numba
 import numpy as np
@@ -36,10 +40,22 @@ _FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 PARALLEL_MIN_MACS = 1 << 18
 
 
+def _renamed(function, suffix):
+    """A copy of ``function`` under another name.
+
+    Numba's on-disk cache keys entries by function name and signature but not by the
+    ``parallel`` flag, so two variants of one function would load each other's machine code.
+    """
+    clone = types.FunctionType(function.__code__, function.__globals__, function.__name__ + suffix,
+                               function.__defaults__, function.__closure__)
+    clone.__qualname__ = function.__qualname__ + suffix
+    return clone
+
+
 def _jit(function):
     """Compile ``function`` twice: a serial and a ``prange``-parallel variant."""
-    serial = numba.njit(fastmath=_FASTMATH, cache=True)(function)
-    parallel = numba.njit(fastmath=_FASTMATH, cache=True, parallel=True)(function)
+    serial = numba.njit(fastmath=_FASTMATH, cache=True)(_renamed(function, "_serial"))
+    parallel = numba.njit(fastmath=_FASTMATH, cache=True, parallel=True)(_renamed(function, "_parallel"))
     return serial, parallel
 
 
@@ -58,25 +74,25 @@ def _forward_rows(x, w, bias, has_clip, lo, hi, sh, sw, dh, dw, top, left, out):
         oh = row - n * out_h
         ih = oh * sh - top
         rows_inside = is_3x3 and ih >= 0 and ih + 2 * dh < height
-        x0 = x[n, min(max(ih, 0), height - 1)]  # (W, C) rows of the 3x3 window, used when inside
-        x1 = x[n, min(max(ih + dh, 0), height - 1)]
-        x2 = x[n, min(max(ih + 2 * dh, 0), height - 1)]
+        r1 = ih + dh
+        r2 = ih + 2 * dh
         for ow in range(out_w):
             iw = ow * sw - left
-            acc = out[n, oh, ow]
             if rows_inside and iw >= 0 and iw + 2 * dw < width:
                 j1 = iw + dw
                 j2 = iw + 2 * dw
                 for c in range(channels):
-                    v = (bias[c] + x0[iw, c] * w[0, 0, c] + x0[j1, c] * w[0, 1, c] + x0[j2, c] * w[0, 2, c]
-                         + x1[iw, c] * w[1, 0, c] + x1[j1, c] * w[1, 1, c] + x1[j2, c] * w[1, 2, c]
-                         + x2[iw, c] * w[2, 0, c] + x2[j1, c] * w[2, 1, c] + x2[j2, c] * w[2, 2, c])
+                    v = (bias[c] + x[n, ih, iw, c] * w[0, 0, c] + x[n, ih, j1, c] * w[0, 1, c]
+                         + x[n, ih, j2, c] * w[0, 2, c] + x[n, r1, iw, c] * w[1, 0, c]
+                         + x[n, r1, j1, c] * w[1, 1, c] + x[n, r1, j2, c] * w[1, 2, c]
+                         + x[n, r2, iw, c] * w[2, 0, c] + x[n, r2, j1, c] * w[2, 1, c]
+                         + x[n, r2, j2, c] * w[2, 2, c])
                     if has_clip:
                         v = min(max(v, lo), hi)
-                    acc[c] = v
+                    out[n, oh, ow, c] = v
                 continue
             for c in range(channels):
-                acc[c] = bias[c]
+                out[n, oh, ow, c] = bias[c]
             for i in range(kh):
                 ihi = ih + i * dh
                 if ihi < 0 or ihi >= height:
@@ -86,10 +102,10 @@ def _forward_rows(x, w, bias, has_clip, lo, hi, sh, sw, dh, dw, top, left, out):
                     if iwj < 0 or iwj >= width:
                         continue
                     for c in range(channels):
-                        acc[c] += x[n, ihi, iwj, c] * w[i, j, c]
+                        out[n, oh, ow, c] += x[n, ihi, iwj, c] * w[i, j, c]
             if has_clip:
                 for c in range(channels):
-                    acc[c] = min(max(acc[c], lo), hi)
+                    out[n, oh, ow, c] = min(max(out[n, oh, ow, c], lo), hi)
 
 
 def _grad_input_rows(g, w, sw, dw, left, row_taps, row_count, gx):
@@ -104,18 +120,17 @@ def _grad_input_rows(g, w, sw, dw, left, row_taps, row_count, gx):
     for row in prange(n_batch * height):
         n = row // height
         ih = row - n * height
-        acc = gx[n, ih]  # (W, C)
-        acc[:] = 0
+        gx[n, ih] = 0
         for a in range(row_count[ih]):
             i = row_taps[ih, a, 0]
-            gs = g[n, row_taps[ih, a, 1]]  # (OW, C)
+            oh = row_taps[ih, a, 1]
             for ow in range(out_w):
                 for j in range(kw):
                     iw = ow * sw - left + j * dw
                     if iw < 0 or iw >= width:
                         continue
                     for c in range(channels):
-                        acc[iw, c] += gs[ow, c] * w[i, j, c]
+                        gx[n, ih, iw, c] += g[n, oh, ow, c] * w[i, j, c]
 
 
 def _grad_weight_rows(x, g, sh, sw, dh, dw, top, left, partial):
@@ -125,13 +140,11 @@ def _grad_weight_rows(x, g, sh, sw, dh, dw, top, left, partial):
     n_parts, kh, kw, _ = partial.shape
     rows = n_batch * out_h
     for part in prange(n_parts):
-        acc = partial[part]
-        acc[:] = 0
+        partial[part] = 0
         for row in range(part * rows // n_parts, (part + 1) * rows // n_parts):
             n = row // out_h
             oh = row - n * out_h
             for ow in range(out_w):
-                gs = g[n, oh, ow]
                 for i in range(kh):
                     ih = oh * sh - top + i * dh
                     if ih < 0 or ih >= height:
@@ -140,10 +153,8 @@ def _grad_weight_rows(x, g, sh, sw, dh, dw, top, left, partial):
                         iw = ow * sw - left + j * dw
                         if iw < 0 or iw >= width:
                             continue
-                        xs = x[n, ih, iw]
-                        a = acc[i, j]
                         for c in range(channels):
-                            a[c] += xs[c] * gs[c]
+                            partial[part, i, j, c] += x[n, ih, iw, c] * g[n, oh, ow, c]
 
 
 _FORWARD = _jit(_forward_rows)
