@@ -37,7 +37,7 @@ _FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
 # Layers with fewer multiply-accumulates than this run on one thread: below it, waking the
 # thread pool costs more than it saves (measured in benchmarks/bench_depthwise.py).
-PARALLEL_MIN_MACS = 1 << 18
+PARALLEL_MIN_MACS = 1_500_000
 
 
 def _renamed(function, suffix):
