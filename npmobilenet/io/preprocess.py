@@ -75,7 +75,8 @@ def preprocess_image(image, p: dict, dtype=np.float32) -> np.ndarray:
     left = int(round((size[0] - p["crop"]) / 2.0))
     top = int(round((size[1] - p["crop"]) / 2.0))
     image = image.crop((left, top, left + p["crop"], top + p["crop"]))
-    x = np.asarray(image, dtype=dtype) / dtype(255)
+    dtype = np.dtype(dtype)
+    x = np.asarray(image, dtype=dtype) / dtype.type(255)
     return ((x - np.asarray(p["mean"], dtype)) / np.asarray(p["std"], dtype)).astype(dtype, copy=False)
 
 
