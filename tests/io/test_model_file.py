@@ -1,0 +1,95 @@
+"""Model files: round trips, atomic writes, clear refusals."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import safetensors.numpy
+from safetensors import safe_open
+
+from npmobilenet.io import convert_file, load, save
+from npmobilenet.model import build_model
+
+from .conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def keras_v1():
+    return convert_file("keras", "mobilenet_v1", FIXTURES / "keras_mobilenet_v1.h5")
+
+
+def test_round_trip_keeps_weights_options_preprocessing_and_padding(tmp_path, keras_v1):
+    path = tmp_path / "m.safetensors"
+    save(keras_v1, path)
+    loaded = load(path)
+    assert not loaded.training
+    assert loaded.dtype == np.float32
+    assert loaded.graph.options == keras_v1.graph.options
+    assert loaded.preprocess == keras_v1.preprocess
+    assert loaded.padding_variant == "keras_v1"
+    original = keras_v1.state_dict()
+    for name, value in loaded.state_dict().items():
+        assert value.dtype == np.float32
+        np.testing.assert_array_equal(value, original[name], err_msg=name)
+    x = np.load(FIXTURES / "expected_keras_mobilenet_v1.npz")["x_67x45"]  # odd: needs the variant
+    np.testing.assert_array_equal(loaded(x).data, keras_v1(x).data)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left
+
+
+def test_float64_and_no_preprocessing(tmp_path):
+    model = build_model("mobilenet_v2", dtype=np.float64, seed=0, depth_multiplier=0.35,
+                        num_classes=3, input_size=64)
+    save(model, tmp_path / "m64.safetensors")
+    loaded = load(tmp_path / "m64.safetensors")
+    assert loaded.dtype == np.float64 and loaded.preprocess is None
+    assert loaded.graph.options.input_size == (64, 64)
+    for name, value in loaded.state_dict().items():
+        assert value.dtype == np.float64
+        np.testing.assert_array_equal(value, model.state_dict()[name])
+
+
+def test_interrupted_save_leaves_the_old_file(tmp_path, keras_v1, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    save(keras_v1, path)
+    before = path.read_bytes()
+
+    def crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save(keras_v1, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_truncated_and_foreign_files_are_refused(tmp_path, keras_v1):
+    path = tmp_path / "m.safetensors"
+    save(keras_v1, path)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load(cut)
+    foreign = tmp_path / "foreign.safetensors"
+    safetensors.numpy.save_file({"a": np.zeros(2, np.float32)}, foreign)
+    with pytest.raises(ValueError, match="not an npmobilenet model file"):
+        load(foreign)
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "absent.safetensors")
+
+
+def test_tensors_not_matching_the_spec(tmp_path, keras_v1):
+    path = tmp_path / "m.safetensors"
+    save(keras_v1, path)
+    with safe_open(path, framework="numpy") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    options = json.loads(metadata["options"])
+    options["num_classes"] = 7
+    bad = tmp_path / "bad.safetensors"
+    safetensors.numpy.save_file(tensors, bad, {**metadata, "options": json.dumps(options)})
+    with pytest.raises(ValueError, match=r"Logits/weights: expected \(256, 7\), got \(256, 10\)"):
+        load(bad)
