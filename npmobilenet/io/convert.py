@@ -102,15 +102,15 @@ def _keras_v2_names(node: str) -> tuple[str, str] | None:
     return prefix + match.group(2), f"{prefix}{match.group(2)}_BN"
 
 
-def _plan(source: str, arch: str, param_shapes: Mapping[str, tuple]) -> dict[str, tuple[str, _Layout]]:
+def _plan(source: str, arch: str, shapes: Mapping[str, tuple]) -> dict[str, tuple[str, _Layout]]:
     """Our state-dict key -> (source tensor name, layout), for every key of the graph."""
     naming = {("torchvision", "mobilenet_v2"): _torchvision_v2_names,
               ("keras", "mobilenet_v1"): _keras_v1_names,
               ("keras", "mobilenet_v2"): _keras_v2_names}[(source, arch)]
     plan = {}
-    for key, shape in param_shapes.items():
-        node, _, param = key.partition("/")
-        if node == "Logits":
+    for key in shapes:
+        if key.startswith("Logits/"):
+            param = key.split("/")[1]
             if source == "torchvision":
                 plan[key] = (f"classifier.1.{'weight' if param == 'weights' else 'bias'}",
                              _TORCH_LINEAR if param == "weights" else _SAME)
@@ -120,7 +120,8 @@ def _plan(source: str, arch: str, param_shapes: Mapping[str, tuple]) -> dict[str
                 plan[key] = (f"{layer}/{'kernel' if param == 'weights' else 'bias'}",
                              kernel_layout if param == "weights" else _SAME)
             continue
-        node, _, param = key.rpartition("/BatchNorm/") if "/BatchNorm/" in key else key.rpartition("/")
+        # "{node}/weights" or "{node}/BatchNorm/{stat}", where node may itself contain "/"
+        node, _, param = key.partition("/BatchNorm/") if "/BatchNorm/" in key else key.rpartition("/")
         names = naming(node)
         if names is None:
             raise ValueError(f"no {source} name for {key!r}")
@@ -228,8 +229,7 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     model = build_model(arch, dtype=dtype, depth_multiplier=alpha, **options)
     model.load_state_dict({key: layout.to_ours(np.asarray(tensors[name]))
                            for key, (name, layout) in plan.items()})
-    model.padding_variant = "keras_v1" if (source, arch) == ("keras", "mobilenet_v1") else None
-    apply_padding_variant(model, model.padding_variant)
+    apply_padding_variant(model, "keras_v1" if (source, arch) == ("keras", "mobilenet_v1") else None)
     model.preprocess = preset("torchvision" if source == "torchvision" else "keras")
     return model.eval()
 
