@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npmobilenet", description="MobileNet v1/v2 in NumPy.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # __main__ is the entry point, not a subcommand
+            continue
         importlib.import_module(f"{__name__}.{info.name}").add_parser(subparsers)
     return parser
 

@@ -1,0 +1,7 @@
+"""``python -m npmobilenet.cli``: the same as the ``npmobilenet`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
