@@ -28,7 +28,6 @@ import numpy as np
 from ..model import Model, build_model
 from ..spec import build_graph
 from .keras_h5 import read_keras_h5
-from .padding import apply_padding_variant
 from .preprocess import preset
 from .torch_pickle import read_torch_state_dict
 
@@ -154,7 +153,7 @@ def _build_options(source: str, arch: str) -> dict:
         return {"padding": "symmetric", "bn_eps": 1e-5, "bn_momentum": 0.1, "dropout": 0.2,
                 "global_pool": True}
     if arch == "mobilenet_v1":  # Keras: int(depth * alpha) with no minimum, GAP head, momentum 0.99
-        return {"padding": "SAME", "bn_eps": 1e-3, "bn_momentum": 0.01, "dropout": 0.001,
+        return {"padding": "keras", "bn_eps": 1e-3, "bn_momentum": 0.01, "dropout": 0.001,
                 "global_pool": True, "min_depth": 1}
     return {"padding": "SAME", "bn_eps": 1e-3, "bn_momentum": 0.001, "dropout": 0.0,
             "global_pool": True}
@@ -193,8 +192,7 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     depth_multiplier : float or None (None: inferred from the shapes)
     dtype : float32 or float64
 
-    Returns an eval-mode Model with ``preprocess`` (the source's preset) and ``padding_variant``
-    set. Raises ValueError naming each missing tensor or each tensor whose shape differs
+    Returns an eval-mode Model with ``preprocess`` set to the source's preset. Raises ValueError naming each missing tensor or each tensor whose shape differs
     (expected vs found, in the source's layout), and any source tensor left unused.
     """
     if source not in SOURCES:
@@ -229,7 +227,6 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     model = build_model(arch, dtype=dtype, depth_multiplier=alpha, **options)
     model.load_state_dict({key: layout.to_ours(np.asarray(tensors[name]))
                            for key, (name, layout) in plan.items()})
-    apply_padding_variant(model, "keras_v1" if (source, arch) == ("keras", "mobilenet_v1") else None)
     model.preprocess = preset("torchvision" if source == "torchvision" else "keras")
     return model.eval()
 

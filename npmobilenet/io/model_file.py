@@ -4,8 +4,8 @@ The safetensors header is JSON (tensor names, dtypes, shapes, offsets) followed 
 loading runs no code. Its string metadata holds:
 
 ``format`` (``"npmobilenet"``), ``format_version`` (``"1"``), ``spec`` (the full spec, JSON),
-``options`` (the resolved build options, JSON), ``padding_variant`` (JSON: null or
-``"keras_v1"``) and ``preprocess`` (JSON: the preset, or null).
+``options`` (the resolved build options, JSON, padding mode included) and ``preprocess`` (JSON:
+the preset, or null).
 
 Writes go to a temporary file in the destination's folder, are flushed to disk, then renamed over
 the destination: an interrupted save leaves the previous file intact.
@@ -21,7 +21,6 @@ import numpy as np
 
 from ..model import Model, build_model
 from ..spec import load_spec
-from .padding import apply_padding_variant
 from .preprocess import validate_preset
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
@@ -54,7 +53,6 @@ def save(model: Model, path: os.PathLike | str, preprocess: dict | None = None) 
         "format_version": FORMAT_VERSION,
         "spec": json.dumps(_spec_of(model)),
         "options": json.dumps(model.graph.options.to_dict()),
-        "padding_variant": json.dumps(getattr(model, "padding_variant", None)),
         "preprocess": json.dumps(preprocess),
     }
     tensors = {name: np.ascontiguousarray(value) for name, value in model.state_dict().items()}
@@ -104,7 +102,6 @@ def load(path: os.PathLike | str) -> Model:
                          f"(this version reads {FORMAT_VERSION!r})")
     spec = _field(metadata, "spec", path)
     options = _field(metadata, "options", path)
-    variant = _field(metadata, "padding_variant", path)
     preprocess = _field(metadata, "preprocess", path)
     if not isinstance(options, dict):
         raise ValueError(f"{path}: metadata 'options' must be an object, got {options!r}")
@@ -115,7 +112,6 @@ def load(path: os.PathLike | str) -> Model:
     try:
         model = build_model(spec, dtype=dtypes.pop(), **options)
         model.load_state_dict(tensors)
-        apply_padding_variant(model, variant)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     model.spec = load_spec(spec)

@@ -24,6 +24,9 @@ INPUT_CHANNELS = 3
 HEAD_NAMES = {"v1": ("AvgPool_1a", "Dropout_1b"), "v2": ("AvgPool", "Dropout")}
 SLIM_POOL_KERNEL = 7
 SLIM_POOL_STRIDE = 2  # slim.avg_pool2d's default stride
+# Keras's MobileNet (v1) zero-pads ((0, 1), (0, 1)) before each stride-2 depthwise convolution and
+# runs it VALID: equal to SAME on even sizes only. (Keras's v2 pads equal SAME everywhere.)
+KERAS_STRIDE2_DEPTHWISE_PADS = [[0, 1], [0, 1]]
 
 
 @dataclass
@@ -158,8 +161,10 @@ class _Builder:
         self.current_stride *= stride
         return stride, 1
 
-    def _padding(self, kernel, dilation):
-        if self.options.padding == "SAME":
+    def _padding(self, op, kernel, stride, dilation):
+        if self.options.padding == "keras" and op == "depthwise" and stride == 2:
+            return KERAS_STRIDE2_DEPTHWISE_PADS
+        if self.options.padding in ("SAME", "keras"):
             return "SAME"
         pads = [k // 2 * dilation for k in kernel]
         return pads[0] if pads[0] == pads[1] else [[pads[0]] * 2, [pads[1]] * 2]
@@ -169,7 +174,7 @@ class _Builder:
         kernel = tuple(kernel) if isinstance(kernel, list | tuple) else (kernel, kernel)
         dilation = 1 if kernel == (1, 1) else dilation
         in_channels = self.shape[2]
-        padding = self._padding(kernel, dilation)
+        padding = self._padding(op, kernel, stride, dilation)
         pads = resolve_padding(padding, self.shape[:2], kernel, (stride, stride), (dilation, dilation))
         out_hw = conv_output_hw(self.shape[:2], kernel, (stride, stride), (dilation, dilation), pads,
                                 what=f"{name} (input {self.shape[0]}x{self.shape[1]})")

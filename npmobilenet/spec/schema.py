@@ -16,7 +16,7 @@ Checker = Callable[[str, object], None]
 # Layer types each family's body may use; the family also fixes channel rounding and names.
 FAMILY_LAYERS = {"v1": ("Conv", "DepthSepConv"), "v2": ("Conv", "InvertedResidual")}
 ACTIVATIONS = ("relu6", "relu")
-PADDINGS = ("SAME", "symmetric")
+PADDINGS = ("SAME", "symmetric", "keras")
 POOLS = ("slim", "global")
 INITS = ("slim", "torchvision")
 

@@ -46,13 +46,12 @@ def test_fixture_logits_float64(source, arch, weights, expected):
 def test_conversion_metadata():
     model = _converted("keras", "mobilenet_v1", "keras_mobilenet_v1.h5")
     o = model.graph.options
-    assert (o.depth_multiplier, o.num_classes, o.bn_eps, o.padding) == (0.25, 10, 1e-3, "SAME")
-    assert model.padding_variant == "keras_v1" and model.preprocess["name"] == "keras"
+    assert (o.depth_multiplier, o.num_classes, o.bn_eps, o.padding) == (0.25, 10, 1e-3, "keras")
+    assert model.preprocess["name"] == "keras"
     assert not model.training
     tv = _converted("torchvision", "mobilenet_v2", "torchvision_mobilenet_v2.pth")
     o = tv.graph.options
-    assert (o.bn_eps, o.padding, tv.padding_variant, tv.preprocess["name"]) == (
-        1e-5, "symmetric", None, "torchvision")
+    assert (o.bn_eps, o.padding, tv.preprocess["name"]) == (1e-5, "symmetric", "torchvision")
 
 
 def test_layouts_are_transposed():

@@ -27,7 +27,7 @@ def test_round_trip_keeps_weights_options_preprocessing_and_padding(tmp_path, ke
     assert loaded.dtype == np.float32
     assert loaded.graph.options == keras_v1.graph.options
     assert loaded.preprocess == keras_v1.preprocess
-    assert loaded.padding_variant == "keras_v1"
+    assert loaded.graph.options.padding == "keras"
     original = keras_v1.state_dict()
     for name, value in loaded.state_dict().items():
         assert value.dtype == np.float32

@@ -156,3 +156,13 @@ def test_graph_exports():
     assert dot.count(" -> ") == sum(len(n.inputs) for n in graph.nodes)
     table = graph.summary()
     assert "Conv_1" in table and f"{graph.totals()['macs']:,}" in table.splitlines()[-1]
+
+
+def test_keras_padding_differs_from_same_only_on_odd_sizes():
+    # Keras v1 pads (0, 1) before stride-2 depthwise convs: 17 -> 8 where SAME gives 9.
+    keras = build_graph("mobilenet_v1", input_size=67, padding="keras").node("Conv2d_4_depthwise")
+    same = build_graph("mobilenet_v1", input_size=67, padding="SAME").node("Conv2d_4_depthwise")
+    assert keras.attrs["padding"] == [[0, 1], [0, 1]] and keras.out_shape[:2] == (8, 8)
+    assert same.out_shape[:2] == (9, 9)
+    even = [n.out_shape for n in build_graph("mobilenet_v1", input_size=64, padding="keras").nodes]
+    assert even == [n.out_shape for n in build_graph("mobilenet_v1", input_size=64, padding="SAME").nodes]
