@@ -104,6 +104,8 @@ class Model:
         self.training = True
         self.dropout_rng = np.random.default_rng(seed)
         self.end_points: dict[str, Tensor] = {}
+        self.spec: dict | None = None  # the spec the graph was expanded from (kept by model files)
+        self.preprocess: dict | None = None  # the input preset of converted or loaded weights
 
     # -- running ---------------------------------------------------------------------------
     def __call__(self, x) -> Tensor:
@@ -213,7 +215,9 @@ def build_model(spec_or_name, *, dtype=np.float32, seed=None, **options) -> Mode
     graph = expand(spec, resolved)
     init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
     params, buffers = init_parameters(graph, resolved.init, init_seed, dtype)
-    return Model(graph, params, buffers, dtype=dtype, seed=dropout_seed)
+    model = Model(graph, params, buffers, dtype=dtype, seed=dropout_seed)
+    model.spec = spec
+    return model
 
 
 __all__ = ["LoadResult", "Model", "NODE_OPS", "build_model"]

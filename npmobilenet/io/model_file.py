@@ -30,8 +30,7 @@ FORMAT_VERSION = "1"
 
 
 def _spec_of(model: Model) -> dict:
-    spec = getattr(model, "spec", None)
-    return spec if spec is not None else load_spec(model.graph.name)
+    return model.spec if model.spec is not None else load_spec(model.graph.name)
 
 
 def save(model: Model, path: os.PathLike | str, preprocess: dict | None = None) -> None:
@@ -45,7 +44,7 @@ def save(model: Model, path: os.PathLike | str, preprocess: dict | None = None) 
     """
     from safetensors.numpy import save_file
 
-    preprocess = preprocess if preprocess is not None else getattr(model, "preprocess", None)
+    preprocess = preprocess if preprocess is not None else model.preprocess
     if preprocess is not None:
         validate_preset(preprocess)
     metadata = {
