@@ -1,0 +1,268 @@
+"""Optimizers over Tensors, learning-rate schedules, gradient clipping and weight averaging.
+
+Interface as torch's: ``opt = SGD(model.parameters(), lr=0.1, momentum=0.9)``, then per step
+``opt.zero_grad()``, ``loss.backward()``, ``opt.step()``. ``params`` may also be parameter
+groups, lists of dicts ``{"params": [...], "weight_decay": ...}``, e.g. from
+:func:`decay_groups`, which leaves depthwise and batch-norm parameters undecayed.
+
+All updates happen in place in the parameters' dtype (float32 stays float32).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from .autograd import Tensor
+
+
+def decay_groups(named_parameters, weight_decay: float,
+                 skip: tuple[str, ...] = ("depthwise", "BatchNorm", "biases")) -> list[dict]:
+    """Two groups: decayed parameters, and those whose name contains one of ``skip`` (no decay).
+
+    MobileNet's paper puts little or no weight decay on depthwise filters; batch-norm scales and
+    shifts and biases are conventionally not decayed either.
+    """
+    decayed, plain = [], []
+    for name, param in named_parameters:
+        (plain if any(part in name for part in skip) else decayed).append(param)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+class Optimizer:
+    """Holds parameter groups, per-parameter state and the step count."""
+
+    defaults: dict = {}
+
+    def __init__(self, params, **hyper):
+        unknown = set(hyper) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown options {sorted(unknown)}")
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: params is empty")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        for index, group in enumerate(groups):
+            group = {**self.defaults, **hyper, **group, "params": list(group["params"])}
+            for p in group["params"]:
+                if not isinstance(p, Tensor):
+                    raise ValueError(f"{type(self).__name__}: group {index} holds a {type(p).__name__}, "
+                                     f"expected Tensors (model.parameters())")
+            if group["lr"] is None or group["lr"] < 0:
+                raise ValueError(f"{type(self).__name__}: lr must be a non-negative number, got {group['lr']}")
+            self.param_groups.append(group)
+        self.state: dict[int, dict[str, np.ndarray]] = {}
+        self.steps = 0
+
+    @property
+    def lr(self) -> float:
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        """Set every group's learning rate (what a schedule does each step)."""
+        for group in self.param_groups:
+            group["lr"] = value
+
+    def _parameters(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                yield group, p
+
+    def zero_grad(self) -> None:
+        for _, p in self._parameters():
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient; frozen ones (no grad) are left alone."""
+        self.steps += 1
+        for index, (group, p) in enumerate(self._parameters()):
+            if p.grad is None:
+                continue
+            grad = p.grad
+            if group["weight_decay"]:
+                grad = grad + p.data * p.dtype.type(group["weight_decay"])
+            self._update(p.data, grad, self.state.setdefault(index, {}), group)
+
+    def _update(self, data, grad, state, group) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """``{"steps", "lr", "buffers": {"{param index}/{name}": ndarray}}`` (arrays copied)."""
+        buffers = {f"{i}/{k}": v.copy() for i, s in self.state.items() for k, v in s.items()}
+        return {"steps": self.steps, "lr": [g["lr"] for g in self.param_groups], "buffers": buffers}
+
+    def load_state_dict(self, state: dict) -> None:
+        count = sum(1 for _ in self._parameters())
+        self.state = {}
+        for key, value in state["buffers"].items():
+            index, name = key.split("/", 1)
+            if not 0 <= int(index) < count:
+                raise ValueError(f"optimizer state: buffer {key!r} names parameter {index}, but the "
+                                 f"optimizer has {count} parameters")
+            self.state.setdefault(int(index), {})[name] = np.array(value)
+        self.steps = int(state["steps"])
+        for group, lr in zip(self.param_groups, state["lr"]):
+            group["lr"] = float(lr)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum and Nesterov momentum (torch's formulation:
+    ``buf = momentum * buf + grad``; the first step's buffer is the gradient itself)."""
+
+    defaults = {"lr": None, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+
+    def _update(self, data, grad, state, group):
+        momentum = group["momentum"]
+        if momentum:
+            buf = state.get("momentum")
+            if buf is None:
+                buf = state["momentum"] = grad.copy()
+            else:
+                buf *= data.dtype.type(momentum)
+                buf += grad
+            grad = grad + buf * data.dtype.type(momentum) if group["nesterov"] else buf
+        data -= data.dtype.type(group["lr"]) * grad
+
+
+class RMSProp(Optimizer):
+    """RMSProp as TensorFlow computes it (``tf.compat.v1.train.RMSPropOptimizer``)::
+
+        ms  = decay * ms + (1 - decay) * grad**2
+        mom = momentum * mom + lr * grad / sqrt(ms + eps)     # eps inside the root, lr inside mom
+        param -= mom
+
+    ``ms`` starts at ``initial_mean_square``: 1.0 as TF1 (the setting MobileNet was trained with;
+    it damps the first steps), 0.0 as Keras. Defaults are the paper's: decay 0.9, momentum 0.9,
+    eps 1.0.
+    """
+
+    defaults = {"lr": None, "decay": 0.9, "momentum": 0.9, "eps": 1.0, "weight_decay": 0.0,
+                "initial_mean_square": 1.0}
+
+    def _update(self, data, grad, state, group):
+        t = data.dtype.type
+        if "mean_square" not in state:
+            state["mean_square"] = np.full_like(data, group["initial_mean_square"])
+            state["momentum"] = np.zeros_like(data)
+        ms, mom = state["mean_square"], state["momentum"]
+        ms *= t(group["decay"])
+        ms += t(1 - group["decay"]) * grad * grad
+        mom *= t(group["momentum"])
+        mom += t(group["lr"]) * grad / np.sqrt(ms + t(group["eps"]))
+        data -= mom
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction, as torch computes it; weight decay is L2."""
+
+    defaults = {"lr": None, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+
+    def _update(self, data, grad, state, group):
+        t = data.dtype.type
+        beta1, beta2 = group["betas"]
+        if "exp_avg" not in state:
+            state["exp_avg"], state["exp_avg_sq"] = np.zeros_like(data), np.zeros_like(data)
+            state["step"] = np.zeros((), np.int64)
+        state["step"] += 1
+        step = int(state["step"])
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= t(beta1)
+        m += t(1 - beta1) * grad
+        v *= t(beta2)
+        v += t(1 - beta2) * grad * grad
+        step_size = group["lr"] / (1 - beta1 ** step)
+        denom = np.sqrt(v) / t(math.sqrt(1 - beta2 ** step)) + t(group["eps"])
+        data -= t(step_size) * m / denom
+
+
+def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> float:
+    """Scale gradients in place so their global L2 norm is at most ``max_norm``; returns the norm
+    before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+    if norm > max_norm:
+        for g in grads:
+            g *= g.dtype.type(max_norm / (norm + 1e-6))
+    return norm
+
+
+class ExponentialMovingAverage:
+    """Shadow copies ``avg = decay * avg + (1 - decay) * param``, updated after each step.
+
+    Evaluate with the averaged weights via ``ema.copy_to(model)`` (keep a ``state_dict`` to go
+    back), as TF-slim's moving-average evaluation does.
+    """
+
+    def __init__(self, named_parameters, decay: float = 0.9999):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ExponentialMovingAverage: decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {name: p.data.copy() for name, p in named_parameters}
+
+    def update(self, named_parameters) -> None:
+        for name, p in named_parameters:
+            avg = self.shadow[name]
+            avg *= avg.dtype.type(self.decay)
+            avg += avg.dtype.type(1 - self.decay) * p.data
+
+    def copy_to(self, model) -> None:
+        model.load_state_dict(self.shadow, strict=False)
+
+
+# -- learning-rate schedules: step -> learning rate, pure functions of the step count ---------
+
+class ExponentialDecay:
+    """``lr * rate ** (step / decay_steps)``, floored to whole periods when ``staircase`` (the
+    MobileNet recipe: rate 0.94 every 2 epochs)."""
+
+    def __init__(self, lr: float, decay_steps: int, rate: float = 0.94, staircase: bool = True):
+        if decay_steps <= 0:
+            raise ValueError(f"ExponentialDecay: decay_steps must be positive, got {decay_steps}")
+        self.lr, self.decay_steps, self.rate, self.staircase = lr, decay_steps, rate, staircase
+
+    def __call__(self, step: int) -> float:
+        periods = step / self.decay_steps
+        return self.lr * self.rate ** (math.floor(periods) if self.staircase else periods)
+
+
+class StepDecay:
+    """``lr * gamma ** (step // step_size)``."""
+
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1):
+        if step_size <= 0:
+            raise ValueError(f"StepDecay: step_size must be positive, got {step_size}")
+        self.lr, self.step_size, self.gamma = lr, step_size, gamma
+
+    def __call__(self, step: int) -> float:
+        return self.lr * self.gamma ** (step // self.step_size)
+
+
+class CosineDecay:
+    """Half a cosine from ``lr`` at step 0 to ``min_lr`` at ``total_steps``."""
+
+    def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0):
+        if total_steps <= 0:
+            raise ValueError(f"CosineDecay: total_steps must be positive, got {total_steps}")
+        self.lr, self.total_steps, self.min_lr = lr, total_steps, min_lr
+
+    def __call__(self, step: int) -> float:
+        progress = min(step, self.total_steps) / self.total_steps
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Warmup:
+    """Linear warm-up from ~0 to ``schedule(warmup_steps)`` over the first steps, then ``schedule``."""
+
+    def __init__(self, schedule, warmup_steps: int):
+        if warmup_steps < 0:
+            raise ValueError(f"Warmup: warmup_steps must be non-negative, got {warmup_steps}")
+        self.schedule, self.warmup_steps = schedule, warmup_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.schedule(self.warmup_steps) * (step + 1) / self.warmup_steps
+        return self.schedule(step)
