@@ -36,7 +36,8 @@ def _batch_norm(model: "Model", node, y) -> Tensor:
     bn = node.attrs["batch_norm"]
     return F.batch_norm(y, model.param(node, "BatchNorm/gamma"), model.param(node, "BatchNorm/beta"),
                         model.buffer(node, "BatchNorm/moving_mean"),
-                        model.buffer(node, "BatchNorm/moving_variance"), training=model.training,
+                        model.buffer(node, "BatchNorm/moving_variance"),
+                        training=model.training and node.name not in model.frozen,
                         momentum=bn["momentum"], eps=bn["eps"], activation=node.attrs["activation"])
 
 
@@ -104,6 +105,7 @@ class Model:
         self.training = True
         self.dropout_rng = np.random.default_rng(seed)
         self.end_points: dict[str, Tensor] = {}
+        self.frozen: set[str] = set()  # nodes whose parameters and moving statistics are fixed
         self.spec: dict | None = None  # the spec the graph was expanded from (kept by model files)
         self.preprocess: dict | None = None  # the input preset of converted or loaded weights
 
@@ -114,10 +116,20 @@ class Model:
         ``end_points`` then maps every node name to its activation."""
         data = x.data if isinstance(x, Tensor) else np.asarray(x)
         self._check_input(data)
-        values = {INPUT: x if isinstance(x, Tensor) else Tensor(data)}
-        for node in self.graph.nodes:
+        return self._run(INPUT, x if isinstance(x, Tensor) else Tensor(data))
+
+    def forward_from(self, endpoint: str, activation) -> Tensor:
+        """Run only the nodes after ``endpoint``, given its activation (e.g. cached features)."""
+        self.graph.node(endpoint)  # raises KeyError naming an unknown endpoint
+        return self._run(endpoint, activation if isinstance(activation, Tensor) else Tensor(activation))
+
+    def _run(self, start: str, value: Tensor) -> Tensor:
+        values = {start: value}
+        names = [node.name for node in self.graph.nodes]
+        first = 0 if start == INPUT else names.index(start) + 1
+        for node in self.graph.nodes[first:]:
             values[node.name] = NODE_OPS[node.op](self, node, *(values[i] for i in node.inputs))
-        del values[INPUT]
+        values.pop(INPUT, None)
         self.end_points = values
         return values[self.graph.output]
 
@@ -141,6 +153,26 @@ class Model:
     def eval(self) -> "Model":
         """Inference mode: moving statistics, no dropout."""
         return self.train(False)
+
+    def freeze(self, trainable: tuple[str, ...] = ("Logits",)) -> "Model":
+        """Freeze every node except those named in ``trainable``: their parameters get no
+        gradient computed and their batch norms use, and keep, the moving statistics even in
+        training mode (fine-tuning a pretrained backbone)."""
+        unknown = [name for name in trainable if name not in {n.name for n in self.graph.nodes}]
+        if unknown:
+            raise ValueError(f"trainable: no node named {unknown} in {self.graph.name}")
+        self.frozen = {node.name for node in self.graph.nodes if node.name not in trainable}
+        for node in self.graph.nodes:
+            for key in node.param_shapes:
+                self.param(node, key).requires_grad = node.name not in self.frozen
+        return self
+
+    def unfreeze(self) -> "Model":
+        """Make every parameter trainable again (fine-tuning the whole network)."""
+        self.frozen = set()
+        for param in self._params.values():
+            param.requires_grad = True
+        return self
 
     # -- parameters ------------------------------------------------------------------------
     def param(self, node, key: str) -> Tensor:
