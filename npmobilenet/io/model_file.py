@@ -23,7 +23,7 @@ from ..model import Model, build_model
 from ..spec import load_spec
 from .preprocess import validate_preset
 
-__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "load_training_state", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "npmobilenet"
 FORMAT_VERSION = "1"
@@ -33,7 +33,11 @@ def _spec_of(model: Model) -> dict:
     return model.spec if model.spec is not None else load_spec(model.graph.name)
 
 
-def save(model: Model, path: os.PathLike | str, preprocess: dict | None = None) -> None:
+TRAINING_PREFIX = "training/"
+
+
+def save(model: Model, path: os.PathLike | str, preprocess: dict | None = None,
+         training_state: tuple[dict, dict] | None = None) -> None:
     """Write ``model`` (weights, spec, options, preprocessing) to ``path`` atomically.
 
     Parameters
@@ -41,6 +45,10 @@ def save(model: Model, path: os.PathLike | str, preprocess: dict | None = None) 
     model : Model
     path : destination (conventionally ``.safetensors``)
     preprocess : preset dict; defaults to ``model.preprocess`` when the model has one.
+    training_state : (arrays, JSON-able dict), optional
+        A trainer's state (optimizer buffers, epoch, ...) stored in the same file, so a
+        checkpoint is one atomic write; :func:`load` ignores it, :func:`load_training_state`
+        reads it.
     """
     from safetensors.numpy import save_file
 
@@ -55,6 +63,10 @@ def save(model: Model, path: os.PathLike | str, preprocess: dict | None = None) 
         "preprocess": json.dumps(preprocess),
     }
     tensors = {name: np.ascontiguousarray(value) for name, value in model.state_dict().items()}
+    if training_state is not None:
+        arrays, info = training_state
+        tensors.update((TRAINING_PREFIX + name, np.ascontiguousarray(value)) for name, value in arrays.items())
+        metadata["training"] = json.dumps(info)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     os.close(fd)
@@ -91,7 +103,8 @@ def load(path: os.PathLike | str) -> Model:
     try:
         with safe_open(path, framework="numpy") as handle:
             metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()
+                       if not name.startswith(TRAINING_PREFIX)}
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{path}: not a readable model file (truncated or corrupt?): {error}") from None
     if metadata.get("format") != FORMAT:
@@ -116,3 +129,21 @@ def load(path: os.PathLike | str) -> Model:
     model.spec = load_spec(spec)
     model.preprocess = None if preprocess is None else validate_preset(preprocess)
     return model.eval()
+
+
+def load_training_state(path: os.PathLike | str) -> tuple[dict, dict]:
+    """The (arrays, info) a trainer stored with :func:`save`; raises ValueError if there is none."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    try:
+        with safe_open(path, framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            arrays = {name[len(TRAINING_PREFIX):]: handle.get_tensor(name) for name in handle.keys()
+                      if name.startswith(TRAINING_PREFIX)}
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt?): {error}") from None
+    if "training" not in metadata:
+        raise ValueError(f"{path}: a model file without training state; cannot resume from it")
+    return arrays, _field(metadata, "training", path)

@@ -1,0 +1,243 @@
+"""Datasets, transforms and a batch loader producing float32 NHWC batches.
+
+- ``ImageFolder``: one subfolder per class (the flower-folder layout); ``class_indices`` maps
+  class names to labels, written as ``class_indices.json`` beside the checkpoints.
+- ``digits``: scikit-learn's handwritten digits (1,797 8x8 images, 10 classes) upscaled to RGB,
+  the built-in quickstart data (``--data builtin:digits``).
+- Transforms take a Pillow image and a NumPy Generator: ``TrainTransform`` (random resized crop,
+  horizontal flip, normalise) and ``EvalTransform`` (resize, centre crop, normalise) follow the
+  preprocessing presets of :mod:`npmobilenet.io.preprocess`.
+- ``Loader``: seeded shuffling, where epoch ``e``'s order and augmentations depend only on
+  ``(seed, e, index)``, so a resumed run sees exactly the batches an uninterrupted one would.
+  Images are decoded in background threads (Pillow releases the GIL) one batch ahead, so the
+  kernels do not wait on decoding. Unreadable images are skipped with a warning and counted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .io.preprocess import preprocess_image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class ImageFolder:
+    """``root/<class name>/<image>``; classes sorted by name get labels 0..K-1."""
+
+    def __init__(self, root: os.PathLike | str, class_indices: dict[str, int] | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"no such data folder: {self.root}")
+        folders = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        if class_indices is None:
+            if not folders:
+                raise ValueError(f"{self.root}: expected one subfolder per class, found none")
+            class_indices = {name: i for i, name in enumerate(folders)}
+        unknown = [name for name in folders if name not in class_indices]
+        if unknown:
+            raise ValueError(f"{self.root}: class folders {unknown} are not among the training "
+                             f"classes {sorted(class_indices)}")
+        self.class_indices = dict(class_indices)
+        self.samples = [(path, self.class_indices[name]) for name in folders
+                        for path in sorted((self.root / name).iterdir())
+                        if path.suffix.lower() in IMAGE_EXTENSIONS]
+        if not self.samples:
+            raise ValueError(f"{self.root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def labels(self) -> np.ndarray:
+        return np.array([label for _, label in self.samples], dtype=np.int64)
+
+    def load(self, index: int):
+        """The Pillow image (RGB) and label of sample ``index``; raises ValueError if unreadable."""
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB"), label
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise ValueError(f"{path}: cannot decode image ({error})") from None
+
+    def subset(self, indices) -> "Subset":
+        return Subset(self, indices)
+
+
+class ArrayImages:
+    """Images held in memory as uint8 (N, H, W, 3) with integer labels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, class_indices: dict[str, int]):
+        self.images, self.targets, self.class_indices = images, np.asarray(labels, np.int64), class_indices
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def labels(self) -> np.ndarray:
+        return self.targets
+
+    def load(self, index: int):
+        from PIL import Image
+        return Image.fromarray(self.images[index]), int(self.targets[index])
+
+    def subset(self, indices) -> "Subset":
+        return Subset(self, indices)
+
+
+class Subset:
+    """A view of another dataset restricted to ``indices``."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        self.class_indices = dataset.class_indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def labels(self) -> np.ndarray:
+        return self.dataset.labels()[self.indices]
+
+    def load(self, index: int):
+        return self.dataset.load(int(self.indices[index]))
+
+
+def digits(size: int = 32) -> ArrayImages:
+    """scikit-learn's 1,797 handwritten digits, 8x8 grey upscaled (bilinear) to ``size`` RGB."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ValueError("builtin:digits needs scikit-learn: pip install 'npmobilenet[quickstart]'") from None
+    from PIL import Image
+
+    raw = load_digits()
+    grey = (raw.images * (255 / 16)).round().astype(np.uint8)
+    images = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BILINEAR))
+                       for g in grey])
+    return ArrayImages(np.repeat(images[..., None], 3, axis=3), raw.target,
+                       {str(d): d for d in range(10)})
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held-out) holding out ``fraction`` of every class, seeded."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_split: expected a fraction in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        cut = max(1, int(round(len(members) * fraction)))
+        held.extend(members[:cut])
+        train.extend(members[cut:])
+    return np.sort(np.array(train, np.int64)), np.sort(np.array(held, np.int64))
+
+
+class EvalTransform:
+    """Resize the shorter side, centre-crop and normalise, as the preset says."""
+
+    def __init__(self, preset: dict):
+        self.preset = preset
+
+    def __call__(self, image, rng) -> np.ndarray:
+        return preprocess_image(image, self.preset)
+
+
+class TrainTransform:
+    """Random resized crop (area fraction ``scale``, aspect ``ratio``), optional horizontal flip,
+    then the preset's normalisation, at the preset's crop size."""
+
+    def __init__(self, preset: dict, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True):
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"scale: expected 0 < low <= high <= 1, got {scale}")
+        self.preset, self.scale, self.ratio, self.flip = preset, scale, ratio, flip
+
+    def _box(self, width, height, rng):
+        area = width * height
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                left, top = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)
+                return left, top, left + w, top + h
+        side = min(width, height)  # fall back to the central square
+        left, top = (width - side) // 2, (height - side) // 2
+        return left, top, left + side, top + side
+
+    def __call__(self, image, rng) -> np.ndarray:
+        from PIL import Image
+
+        crop = self.preset["crop"]
+        image = image.crop(self._box(*image.size, rng)).resize((crop, crop), Image.Resampling.BILINEAR)
+        if self.flip and rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        x = np.asarray(image, np.float32) / np.float32(255)
+        return (x - np.asarray(self.preset["mean"], np.float32)) / np.asarray(self.preset["std"], np.float32)
+
+
+class Loader:
+    """Batches of (x float32 (B, H, W, 3), y int64 (B,)) from a dataset and a transform.
+
+    ``epoch(e)`` iterates epoch ``e``: shuffled by ``(seed, e)`` when ``shuffle``, each sample
+    transformed with a Generator seeded by ``(seed, e, index)``. ``skipped`` counts unreadable
+    images met so far.
+    """
+
+    def __init__(self, dataset, transform, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 workers: int = 2, drop_last: bool = False):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        self.dataset, self.transform, self.batch_size = dataset, transform, batch_size
+        self.shuffle, self.seed, self.workers, self.drop_last = shuffle, seed, max(1, workers), drop_last
+        self.skipped = 0
+        self._warned: set[int] = set()
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.dataset), self.batch_size)
+        return full + (0 if self.drop_last or rest == 0 else 1)
+
+    def order(self, epoch: int) -> np.ndarray:
+        count = len(self.dataset)
+        return np.random.default_rng([self.seed, epoch]).permutation(count) if self.shuffle else np.arange(count)
+
+    def _sample(self, index: int, epoch: int):
+        try:
+            image, label = self.dataset.load(index)
+        except ValueError as error:
+            return error
+        return self.transform(image, np.random.default_rng([self.seed, epoch, index])), label
+
+    def _batch(self, pool, indices, epoch):
+        results = list(pool.map(lambda i: self._sample(int(i), epoch), indices))
+        good = [r for r in results if not isinstance(r, Exception)]
+        for index, r in zip(indices, results):
+            if isinstance(r, Exception):
+                self.skipped += 1
+                if int(index) not in self._warned:
+                    self._warned.add(int(index))
+                    warnings.warn(f"skipping unreadable image: {r}", stacklevel=3)
+        if not good:
+            return None
+        return np.stack([x for x, _ in good]).astype(np.float32, copy=False), np.array([y for _, y in good], np.int64)
+
+    def epoch(self, epoch: int = 0):
+        order = self.order(epoch)
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        chunks = [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
+        with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(1) as ahead:
+            pending = ahead.submit(self._batch, pool, chunks[0], epoch) if chunks else None
+            for k in range(len(chunks)):
+                batch = pending.result()
+                pending = ahead.submit(self._batch, pool, chunks[k + 1], epoch) if k + 1 < len(chunks) else None
+                if batch is not None:
+                    yield batch
+
+    def __iter__(self):
+        return self.epoch(0)
