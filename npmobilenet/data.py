@@ -108,6 +108,9 @@ class Subset:
     def load(self, index: int):
         return self.dataset.load(int(self.indices[index]))
 
+    def subset(self, indices) -> "Subset":
+        return Subset(self.dataset, self.indices[np.asarray(indices, dtype=np.int64)])
+
 
 def digits(size: int = 32) -> ArrayImages:
     """scikit-learn's 1,797 handwritten digits, 8x8 grey upscaled (bilinear) to ``size`` RGB."""

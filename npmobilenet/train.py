@@ -263,8 +263,11 @@ class Trainer:
         return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
                 "images_per_second": seen / (time.perf_counter() - start), "lr": opt.lr}
 
-    def fit(self) -> History:
-        for epoch in range(self.start_epoch, self.config.epochs):
+    def fit(self, stop_after: int | None = None) -> History:
+        """Train up to ``config.epochs``, or only up to epoch ``stop_after`` (1-based), as an
+        interrupted run would; ``resume`` then continues it."""
+        last = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
+        for epoch in range(self.start_epoch, last):
             row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             val = evaluate(self.model, self.val_loader, self.num_classes, self.forward)
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"],
