@@ -101,6 +101,7 @@ def test_cached_features_give_the_same_logits_as_the_full_model(folder):
     assert sum(len(y) for _, y in cached.epoch(0)) == len(labels) == 48 and len(cached) == 10
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the point of the test
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(folder, tmp_path):
     model = small_model()
     trainer = Trainer(model, *loaders(folder), tmp_path, TrainConfig(epochs=1, lr=0.01), progress=False,
