@@ -1,0 +1,235 @@
+"""``npmobilenet bench``: the same MobileNet workloads in npmobilenet and, where installed,
+PyTorch, timed alternately in one run so the ratios compare like with like.
+
+Workloads (224x224, float32): v1 and v2 inference at batch 1 and 8, and a training step
+(forward, backward, SGD update) at batch 16. Each is warmed up, then timed ``repeats`` times,
+alternating frameworks; medians are reported. Peak memory of a training step is measured in a
+fresh subprocess per framework, and start-up as the time to the first v2 inference in a new
+process with an empty and with a filled Numba cache. torch is imported only here, lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from . import functional as F
+from .autograd import no_grad
+from .model import build_model
+from .optim import SGD
+
+SIZE = 224
+WORKLOADS = [(arch, kind, batch) for arch in ("mobilenet_v1", "mobilenet_v2")
+             for kind, batch in (("inference", 1), ("inference", 8), ("train step", 16))]
+
+
+def _ours(arch: str, kind: str, batch: int):
+    model = build_model(arch, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, SIZE, SIZE, 3)).astype(np.float32)
+    if kind == "inference":
+        model.eval()
+
+        def infer():
+            with no_grad():
+                model(x)
+        return infer, model.graph
+    labels = rng.integers(0, 1000, batch)
+    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+    return step, model.graph
+
+
+def torch_model(graph):
+    """A torch twin of ``graph`` from torch.nn modules (symmetric padding), for timing only."""
+    import torch
+    from torch import nn
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.order, self.inputs, self.blocks = [], {}, nn.ModuleDict()
+            for node in graph.nodes:
+                key = node.name.replace("/", "__")
+                self.order.append((key, node.op))
+                self.inputs[key] = [i.replace("/", "__") for i in node.inputs]
+                a = node.attrs
+                if node.op in ("conv", "depthwise"):
+                    k, groups = a["kernel"], a["in_channels"] if node.op == "depthwise" else 1
+                    layers = [nn.Conv2d(a["in_channels"], a["out_channels"], k, a["stride"],
+                                        padding=k[0] // 2 * a["dilation"], dilation=a["dilation"],
+                                        groups=groups, bias=False), nn.BatchNorm2d(a["out_channels"])]
+                    if a["activation"]:
+                        layers.append(nn.ReLU6() if a["activation"] == "relu6" else nn.ReLU())
+                    self.blocks[key] = nn.Sequential(*layers)
+                elif node.op == "logits":
+                    self.blocks[key] = nn.Linear(graph.node(node.inputs[0]).out_shape[-1], a["num_classes"])
+
+        def forward(self, x):
+            values = {"input": x}
+            for key, op in self.order:
+                args = [values[i] for i in self.inputs[key]]
+                if op == "add":
+                    values[key] = args[0] + args[1]
+                elif op == "pool":
+                    values[key] = torch.flatten(nn.functional.adaptive_avg_pool2d(args[0], 1), 1)
+                elif op == "dropout":
+                    values[key] = args[0]
+                else:
+                    values[key] = self.blocks[key](args[0])
+            return values[key]
+
+    return Twin()
+
+
+def _torch(graph, kind: str, batch: int):
+    import torch
+
+    torch.set_num_threads(2)
+    model = torch_model(graph)
+    x = torch.randn(batch, 3, SIZE, SIZE)
+    if kind == "inference":
+        model.eval()
+
+        def infer():
+            with torch.inference_mode():
+                model(x)
+        return infer
+    labels = torch.randint(0, 1000, (batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+    return step
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_workloads(repeats: int = 5, with_torch: bool = True, workloads=WORKLOADS) -> list[dict]:
+    """Median seconds of each workload for npmobilenet and (if available) torch, alternating."""
+    rows = []
+    for arch, kind, batch in workloads:
+        ours, graph = _ours(arch, kind, batch)
+        frameworks = {"npmobilenet": ours}
+        if with_torch:
+            frameworks["torch"] = _torch(graph, kind, batch)
+        for fn in frameworks.values():
+            fn()  # warm-up: Numba compilation, allocator, torch's first-call costs
+        times = {name: [] for name in frameworks}
+        for _ in range(repeats):
+            for name, fn in frameworks.items():
+                times[name].append(_time(fn))
+        macs = sum(node.macs for node in graph.nodes) * batch
+        flops = 2 * macs * (3 if kind == "train step" else 1)
+        rows.append({"arch": arch, "kind": kind, "batch": batch, "gflop": flops / 1e9,
+                     **{name: statistics.median(t) for name, t in times.items()}})
+    return rows
+
+
+_CHILD = """
+from npmobilenet.benchmark import {entry}
+{entry}({args})
+"""
+
+
+def _child(entry: str, args: str, env: dict | None = None) -> str:
+    code = _CHILD.format(entry=entry, args=args)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, **(env or {})})
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed: {result.stderr.strip().splitlines()[-1:]}")
+    return result.stdout.strip()
+
+
+def _status_mib(field: str) -> float:
+    """A memory figure of this process from /proc (VmHWM, unlike ru_maxrss, is not inherited
+    across exec, so each subprocess measures only itself)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field)) / 1024
+
+
+def peak_rss_child(framework: str, arch: str) -> None:
+    """In a fresh process: two training steps at batch 16; print the RSS after imports and the
+    peak RSS, in MiB. (Both processes import numpy and npmobilenet, which builds the graph.)"""
+    if framework == "torch":
+        import torch  # noqa: F401  (counted in the baseline, as npmobilenet's imports are)
+    baseline = _status_mib("VmRSS")
+    if framework == "npmobilenet":
+        step, _ = _ours(arch, "train step", 16)
+    else:
+        step = _torch(build_model(arch).graph, "train step", 16)
+    step()
+    step()
+    print(baseline, _status_mib("VmHWM"))
+
+
+def first_inference_child() -> None:
+    """In a fresh process: import, build v2, run one inference; print seconds since start."""
+    start = time.perf_counter()
+    step, _ = _ours("mobilenet_v2", "inference", 1)
+    step()
+    print(time.perf_counter() - start)
+
+
+def start_up_times() -> tuple[float, float]:
+    """(cold, warm) wall seconds to the first v2 inference in a new process: the first with an
+    empty Numba cache, the second reusing what the first compiled."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {"NUMBA_CACHE_DIR": cache}
+        timings = []
+        for _ in range(2):
+            start = time.perf_counter()
+            _child("first_inference_child", "", env)
+            timings.append(time.perf_counter() - start)
+    return timings[0], timings[1]
+
+
+def report(repeats: int = 5, memory: bool = True, start_up: bool = True) -> str:
+    """Run everything and format the comparison table."""
+    has_torch = _torch_available()
+    lines = [f"npmobilenet bench: {SIZE}x{SIZE} float32, 2 threads, median of {repeats} (alternating)",
+             f"{'workload':34s} {'ms':>9s} {'images/s':>9s} {'GFLOP/s':>8s}"
+             + (f" {'torch ms':>9s} {'ratio':>6s}" if has_torch else "")]
+    for row in run_workloads(repeats, has_torch):
+        ours = row["npmobilenet"]
+        name = f"{row['arch']} {row['kind']}, batch {row['batch']}"
+        line = f"{name:34s} {1e3 * ours:9.1f} {row['batch'] / ours:9.1f} {row['gflop'] / ours:8.1f}"
+        if has_torch:
+            line += f" {1e3 * row['torch']:9.1f} {ours / row['torch']:6.2f}"
+        lines.append(line)
+    if not has_torch:
+        lines.append("(torch is not installed: no reference timings)")
+    if memory:
+        for framework in ("npmobilenet", "torch") if has_torch else ("npmobilenet",):
+            baseline, peak = map(float, _child("peak_rss_child", f"{framework!r}, 'mobilenet_v2'").split())
+            lines.append(f"peak RSS, mobilenet_v2 train step batch 16, {framework}: {peak:.0f} MiB "
+                         f"({baseline:.0f} MiB after imports)")
+    if start_up:
+        cold, warm = start_up_times()
+        lines.append(f"time to first mobilenet_v2 inference in a new process: cold {cold:.1f} s "
+                     f"(empty Numba cache), warm {warm:.1f} s")
+    return "\n".join(lines)
