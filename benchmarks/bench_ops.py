@@ -8,10 +8,9 @@ same run, with the ratio. Run by hand: ``python benchmarks/bench_ops.py [--batch
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
+from bench_depthwise import median_ms  # this folder is on sys.path when run as a script
 
 from npmobilenet import Tensor
 from npmobilenet import functional as F
@@ -28,16 +27,6 @@ LAYERS = [
     ("v2 56x56x144 s1", "depthwise_conv2d", 56, 144, 1, 3, 1),
     ("v2 14x14x576 s1", "depthwise_conv2d", 14, 576, 1, 3, 1),
 ]
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (and Numba compilation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def ours(op, x, w, stride):
