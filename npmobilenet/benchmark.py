@@ -1,5 +1,5 @@
 """``npmobilenet bench``: the same MobileNet workloads in npmobilenet and, where installed,
-PyTorch, timed alternately in one run so the ratios compare like with like.
+PyTorch and onnxruntime, timed alternately in one run so the ratios compare like with like.
 
 Workloads (224x224, float32): v1 and v2 inference at batch 1 and 8, and a training step
 (forward, backward, SGD update) at batch 16. Each is warmed up, then timed ``repeats`` times,
@@ -115,9 +115,29 @@ def _torch(graph, kind: str, batch: int):
     return step
 
 
-def _torch_available() -> bool:
+def _onnxruntime(graph, batch: int):
+    """Inference through onnxruntime on the torch twin exported to ONNX (2 intra-op threads)."""
+    import io
+
+    import onnxruntime
+    import torch
+
+    model = torch_model(graph).eval()
+    x = torch.randn(batch, 3, SIZE, SIZE)
+    exported = io.BytesIO()
+    torch.onnx.export(model, (x,), exported, dynamo=False, input_names=["x"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+    # Its idle threads would otherwise spin and steal the cores from the frameworks timed next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(exported.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def _available(module: str) -> bool:
     try:
-        import torch  # noqa: F401
+        __import__(module)
     except ImportError:
         return False
     return True
@@ -129,14 +149,18 @@ def _time(fn) -> float:
     return time.perf_counter() - start
 
 
-def run_workloads(repeats: int = 5, with_torch: bool = True, workloads=WORKLOADS) -> list[dict]:
-    """Median seconds of each workload for npmobilenet and (if available) torch, alternating."""
+def run_workloads(repeats: int = 5, with_torch: bool = True, workloads=WORKLOADS,
+                  with_onnxruntime: bool = False) -> list[dict]:
+    """Median seconds of each workload for npmobilenet, torch and (inference only) onnxruntime,
+    alternating between them."""
     rows = []
     for arch, kind, batch in workloads:
         ours, graph = _ours(arch, kind, batch)
         frameworks = {"npmobilenet": ours}
         if with_torch:
             frameworks["torch"] = _torch(graph, kind, batch)
+        if with_onnxruntime and with_torch and kind == "inference":
+            frameworks["onnxruntime"] = _onnxruntime(graph, batch)
         for fn in frameworks.values():
             fn()  # warm-up: Numba compilation, allocator, torch's first-call costs
         times = {name: [] for name in frameworks}
@@ -210,19 +234,25 @@ def start_up_times() -> tuple[float, float]:
 
 def report(repeats: int = 5, memory: bool = True, start_up: bool = True) -> str:
     """Run everything and format the comparison table."""
-    has_torch = _torch_available()
+    has_torch = _available("torch")
+    has_ort = has_torch and _available("onnxruntime") and _available("onnx")
     lines = [f"npmobilenet bench: {SIZE}x{SIZE} float32, 2 threads, median of {repeats} (alternating)",
              f"{'workload':34s} {'ms':>9s} {'images/s':>9s} {'GFLOP/s':>8s}"
-             + (f" {'torch ms':>9s} {'ratio':>6s}" if has_torch else "")]
-    for row in run_workloads(repeats, has_torch):
+             + (f" {'torch ms':>9s} {'ratio':>6s}" if has_torch else "")
+             + (f" {'ort ms':>8s} {'ratio':>6s}" if has_ort else "")]
+    for row in run_workloads(repeats, has_torch, with_onnxruntime=has_ort):
         ours = row["npmobilenet"]
         name = f"{row['arch']} {row['kind']}, batch {row['batch']}"
         line = f"{name:34s} {1e3 * ours:9.1f} {row['batch'] / ours:9.1f} {row['gflop'] / ours:8.1f}"
         if has_torch:
             line += f" {1e3 * row['torch']:9.1f} {ours / row['torch']:6.2f}"
+        if "onnxruntime" in row:
+            line += f" {1e3 * row['onnxruntime']:8.1f} {ours / row['onnxruntime']:6.2f}"
         lines.append(line)
     if not has_torch:
         lines.append("(torch is not installed: no reference timings)")
+    elif not has_ort:
+        lines.append("(onnxruntime and onnx are not installed: no onnxruntime column)")
     if memory:
         for framework in ("npmobilenet", "torch") if has_torch else ("npmobilenet",):
             baseline, peak = map(float, _child("peak_rss_child", f"{framework!r}, 'mobilenet_v2'").split())
