@@ -2,11 +2,13 @@
 
 Axis legend: x (N, H, W, C); columns (N, OH, OW, kh, kw, C), so that
 ``columns.reshape(N*OH*OW, kh*kw*C) @ w.reshape(kh*kw*C, Cout)`` is the convolution with an HWIO
-weight, with no transpose of either operand. Each kernel tap is one strided slice copy.
+weight, with no transpose of either operand. Taps outside the input read zero; neither
+direction makes a padded copy of the image.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .geometry import Pads
@@ -26,27 +28,71 @@ def pad_nhwc(x: np.ndarray, pads: Pads) -> np.ndarray:
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
-def im2col(x: np.ndarray, kernel, stride, dilation, pads: Pads, out_hw) -> np.ndarray:
-    """Gather every kernel window: (N, H, W, C) -> (N, OH, OW, kh, kw, C), contiguous."""
-    n, _, _, c = x.shape
-    kh, kw = kernel
-    padded = pad_nhwc(x, pads)
-    columns = np.empty((n, out_hw[0], out_hw[1], kh, kw, c), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            rows, cols = _tap_slices(i, j, out_hw, stride, dilation)
-            columns[:, :, :, i, j, :] = padded[:, rows, cols, :]
-    return columns
+@numba.njit(parallel=True, cache=True)
+def _im2col_rows(x, kh, kw, sh, sw, dh, dw, top, left, out):
+    """x (N, H, W*C) rows; out (N, OH, OW, kh, kw*C). A window row lying inside the input with
+    dilation 1 is one run of kw*C contiguous values; other taps go one pixel at a time."""
+    n_batch, height, row_size = x.shape
+    _, out_h, out_w, _, window_row = out.shape
+    channels = window_row // kw
+    width = row_size // channels
+    for row in numba.prange(n_batch * out_h):
+        n = row // out_h
+        oh = row - n * out_h
+        for ow in range(out_w):
+            iw0 = ow * sw - left
+            contiguous = dw == 1 and iw0 >= 0 and iw0 + kw <= width
+            for i in range(kh):
+                ih = oh * sh - top + i * dh
+                if ih < 0 or ih >= height:
+                    for k in range(window_row):
+                        out[n, oh, ow, i, k] = 0
+                elif contiguous:
+                    base = iw0 * channels
+                    for k in range(window_row):
+                        out[n, oh, ow, i, k] = x[n, ih, base + k]
+                else:
+                    for j in range(kw):
+                        iw = iw0 + j * dw
+                        inside = 0 <= iw < width
+                        for c in range(channels):
+                            out[n, oh, ow, i, j * channels + c] = x[n, ih, iw * channels + c] if inside else 0
+
+
+def im2col(x: np.ndarray, kernel, stride, dilation, pads: Pads, out_hw, out=None) -> np.ndarray:
+    """Gather every kernel window: (N, H, W, C) -> (N, OH, OW, kh, kw, C), contiguous.
+
+    ``out``: an (N, OH, OW, kh, kw, C) C-contiguous array of x's dtype to fill (reused buffers).
+    """
+    n, h, w, c = x.shape
+    (kh, kw), (oh, ow) = kernel, out_hw
+    if out is None:
+        out = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    _im2col_rows(np.ascontiguousarray(x).reshape(n, h, w * c), kh, kw, stride[0], stride[1],
+                 dilation[0], dilation[1], pads[0], pads[2], out.reshape(n, oh, ow, kh, kw * c))
+    return out
+
+
+def _inside(offset: int, size: int, out_size: int, s: int) -> tuple[slice, slice]:
+    """Along one axis, for a tap reading input ``o*s + offset``: the (output, input) slices of
+    the outputs whose read falls inside ``[0, size)``."""
+    first = -(offset // s) if offset < 0 else 0  # smallest o with o*s + offset >= 0
+    last = min(out_size, (size - 1 - offset) // s + 1) if offset < size else 0
+    if last <= first:
+        return slice(0, 0), slice(0, 0)
+    start = first * s + offset
+    return slice(first, last), slice(start, start + (last - first - 1) * s + 1, s)
 
 
 def col2im(columns: np.ndarray, input_hw, kernel, stride, dilation, pads: Pads) -> np.ndarray:
-    """Adjoint of ``im2col``: scatter-add (N, OH, OW, kh, kw, C) windows back to (N, H, W, C)."""
+    """Adjoint of ``im2col``: scatter-add (N, OH, OW, kh, kw, C) windows back to (N, H, W, C).
+    Windows reading padding are skipped, so the sum goes straight into the unpadded result."""
     n, oh, ow, kh, kw, c = columns.shape
-    top, bottom, left, right = pads
-    h, w = input_hw
-    padded = np.zeros((n, h + top + bottom, w + left + right, c), dtype=columns.dtype)
+    (h, w), (sh, sw), (dh, dw) = input_hw, stride, dilation
+    gx = np.zeros((n, h, w, c), dtype=columns.dtype)
     for i in range(kh):
+        out_rows, in_rows = _inside(i * dh - pads[0], h, oh, sh)
         for j in range(kw):
-            rows, cols = _tap_slices(i, j, (oh, ow), stride, dilation)
-            padded[:, rows, cols, :] += columns[:, :, :, i, j, :]
-    return np.ascontiguousarray(padded[:, top:top + h, left:left + w, :])
+            out_cols, in_cols = _inside(j * dw - pads[2], w, ow, sw)
+            gx[:, in_rows, in_cols, :] += columns[:, out_rows, out_cols, i, j, :]
+    return gx
