@@ -14,7 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import functional as F
-from .autograd import Tensor
+from .autograd import Tensor, is_grad_enabled, no_grad
+from .inference import InferencePlan
 from .init import init_parameters
 from .spec import Graph, load_spec, resolve_options
 from .spec.graph import INPUT, SLIM_POOL_KERNEL, expand
@@ -108,12 +109,22 @@ class Model:
         self.frozen: set[str] = set()  # nodes whose parameters and moving statistics are fixed
         self.spec: dict | None = None  # the spec the graph was expanded from (kept by model files)
         self.preprocess: dict | None = None  # the input preset of converted or loaded weights
+        # Eval-mode calls that record nothing run a compiled plan (npmobilenet.inference):
+        # batch norm folded into the weights, fused epilogues, reused buffers. False forces
+        # the ordinary op-by-op path.
+        self.fast_inference = True
+        self._plan: InferencePlan | None = None
 
     # -- running ---------------------------------------------------------------------------
     def __call__(self, x) -> Tensor:
         """Run the graph on ``x`` (N, H, W, 3) of the model's dtype; returns the output node's
         Tensor: logits (N, num_classes), or features (N, h, w, C) for a headless model.
-        ``end_points`` then maps every node name to its activation."""
+        ``end_points`` then maps every node name to its activation.
+
+        In eval mode, when nothing will be recorded for backward (under ``no_grad``, or neither
+        ``x`` nor any parameter requires grad), the graph runs through the inference plan
+        (see :mod:`npmobilenet.inference`); the results agree to rounding.
+        """
         data = x.data if isinstance(x, Tensor) else np.asarray(x)
         self._check_input(data)
         return self._run(INPUT, x if isinstance(x, Tensor) else Tensor(data))
@@ -123,7 +134,31 @@ class Model:
         self.graph.node(endpoint)  # raises KeyError naming an unknown endpoint
         return self._run(endpoint, activation if isinstance(activation, Tensor) else Tensor(activation))
 
+    def _records(self, value: Tensor) -> bool:
+        """Whether a forward from ``value`` records anything for backward."""
+        return is_grad_enabled() and (value.requires_grad or any(p.requires_grad for p in self._params.values()))
+
     def _run(self, start: str, value: Tensor) -> Tensor:
+        if self._records(value):
+            self._plan = None  # an optimizer step may follow: the folded weights would be stale
+        elif self.fast_inference and not self.training:
+            return self._run_plan(start, value.data)
+        return self._run_ops(start, value)
+
+    def _run_plan(self, start: str, data: np.ndarray) -> Tensor:
+        if self._plan is None:
+            arrays = {name: p.data for name, p in self._params.items()}
+            self._plan = InferencePlan(self.graph, {**arrays, **self._buffers}, self._fallback)
+        self.end_points = {}  # release the previous call's buffers, so the plan can reuse them
+        with no_grad():
+            values = self._plan(data, start)
+        self.end_points = {name: Tensor(value) for name, value in values.items()}
+        return self.end_points[self.graph.output]
+
+    def _fallback(self, node, *inputs) -> np.ndarray:
+        return NODE_OPS[node.op](self, node, *inputs).data
+
+    def _run_ops(self, start: str, value: Tensor) -> Tensor:
         values = {start: value}
         names = [node.name for node in self.graph.nodes]
         first = 0 if start == INPUT else names.index(start) + 1
@@ -148,6 +183,7 @@ class Model:
     def train(self, mode: bool = True) -> "Model":
         """Training mode: batch statistics (moving statistics updated), dropout active."""
         self.training = bool(mode)
+        self._plan = None  # refolded at the next eval-mode call: parameters may have changed
         return self
 
     def eval(self) -> "Model":
@@ -227,6 +263,7 @@ class Model:
         for name, target in targets.items():
             if name in state:
                 target[...] = np.asarray(state[name], dtype=self.dtype)
+        self._plan = None
         return LoadResult(missing, unexpected)
 
     def __repr__(self) -> str:

@@ -1,0 +1,214 @@
+"""The inference plan (batch norm folded, fused epilogues, reused buffers) against the op-by-op
+path: same logits and end points, taken exactly when nothing is recorded, never stale, and
+never overwriting an array a caller still holds."""
+
+import numpy as np
+import pytest
+
+import npmobilenet.functional as F
+from npmobilenet import build_model, no_grad
+from npmobilenet.io import convert_file
+from npmobilenet.kernels.batchnorm import bias_activate
+from npmobilenet.model import NODE_OPS
+from npmobilenet.optim import SGD
+from tests.io.conftest import CASES as FIXTURE_CASES
+from tests.io.conftest import FIXTURES, SIZES
+
+COMPILED_OPS = ("conv", "depthwise", "add")
+TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
+MODELS = {  # name: (spec, options, height, width)
+    "v1-SAME-odd": ("mobilenet_v1", {"padding": "SAME"}, 67, 53),
+    "v1-symmetric-relu": ("mobilenet_v1", {"padding": "symmetric", "activation": "relu",
+                                           "global_pool": True}, 64, 64),
+    "v2-symmetric-odd": ("mobilenet_v2", {"padding": "symmetric"}, 45, 70),
+    "v2-SAME-os16": ("mobilenet_v2", {"padding": "SAME", "output_stride": 16}, 75, 61),
+    "v1-keras-pads": ("mobilenet_v1", {"padding": "keras"}, 66, 64),
+    "v2-headless": ("mobilenet_v2", {"num_classes": 0}, 64, 64),
+}
+
+
+def _rel(got, expected):
+    return np.max(np.abs(got - expected)) / max(np.max(np.abs(expected)), 1e-30)
+
+
+def _model(name, dtype, seed=3):
+    spec, options, height, width = MODELS[name]
+    model = build_model(spec, depth_multiplier=0.35, input_size=max(height, width), dtype=dtype,
+                        seed=seed, **options)
+    rng = np.random.default_rng(seed)
+    state = model.state_dict()
+    for key, value in state.items():  # batch norm that does something, so folding matters
+        if key.endswith(("gamma", "moving_variance")):
+            state[key] = rng.uniform(0.5, 1.5, value.shape).astype(dtype)
+        elif key.endswith(("beta", "moving_mean", "biases")):
+            state[key] = rng.normal(0, 0.3, value.shape).astype(dtype)
+    model.load_state_dict(state)
+    x = rng.standard_normal((2, height, width, 3)).astype(dtype)
+    return model.eval(), x
+
+
+def _ops_path(model, x):
+    """Logits and end points from the op-by-op path."""
+    model.fast_inference = False
+    try:
+        with no_grad():
+            out = model(x).data
+        return out, {name: t.data for name, t in model.end_points.items()}
+    finally:
+        model.fast_inference = True
+
+
+@pytest.fixture
+def ops_forbidden(monkeypatch):
+    """Make the op-by-op functions of the compiled node types fail if they are called."""
+    def forbidden(*_):
+        raise AssertionError("the op-by-op path ran a node the inference plan compiles")
+    for op in COMPILED_OPS:
+        monkeypatch.setitem(NODE_OPS, op, forbidden)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", MODELS)
+def test_plan_matches_op_path_everywhere(name, dtype, monkeypatch):
+    model, x = _model(name, dtype)
+    expected, expected_points = _ops_path(model, x)
+    with monkeypatch.context() as patch:
+        for op in COMPILED_OPS:
+            patch.setitem(NODE_OPS, op, None)  # the plan must not need them
+        with no_grad():
+            out = model(x)
+    assert out.dtype == dtype and out.shape == expected.shape
+    assert _rel(out.data, expected) <= TOLERANCE[dtype]
+    assert list(model.end_points) == list(expected_points)
+    for node, value in model.end_points.items():
+        assert value.dtype == dtype and value.shape == expected_points[node].shape, node
+        assert _rel(value.data, expected_points[node]) <= TOLERANCE[dtype], node
+
+
+def test_plan_taken_when_nothing_is_recorded(ops_forbidden):
+    model, x = _model("v2-symmetric-odd", np.float32)
+    with no_grad():
+        model(x)
+    for p in model.parameters():  # grad enabled, but no parameter nor input requires grad
+        p.requires_grad = False
+    assert not model(x).requires_grad
+
+
+def test_op_path_taken_when_grad_is_recorded():
+    model, x = _model("v2-symmetric-odd", np.float64)
+    logits = model(x)  # eval mode, grad enabled, parameters require grad: backprop must work
+    assert logits.requires_grad
+    F.sum(logits).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with no_grad():
+        model.train()
+        training = model(x)  # training mode: batch statistics, never the plan
+    model.eval()
+    assert _rel(training.data, _ops_path(model, x)[0]) > 1e-3
+
+
+def test_forward_from_an_endpoint_uses_the_plan(ops_forbidden):
+    model, x = _model("v2-symmetric-odd", np.float64)
+    with no_grad():
+        logits = model(x).data
+        features = model.end_points["expanded_conv_6/project"].data.copy()
+        again = model.forward_from("expanded_conv_6/project", features)
+    assert _rel(again.data, logits) <= 1e-12
+
+
+def test_held_results_are_never_overwritten_and_free_buffers_are_reused():
+    model, x = _model("v1-SAME-odd", np.float32)
+    other = np.random.default_rng(9).standard_normal(x.shape).astype(np.float32)
+    with no_grad():
+        first = model(x)
+        points = model.end_points
+        kept = {name: t.data.copy() for name, t in points.items()}
+        model(other)
+        for name, t in points.items():
+            np.testing.assert_array_equal(t.data, kept[name], err_msg=name)
+        np.testing.assert_array_equal(first.data, kept[model.graph.output])
+        # Nobody holds the previous call's activations now: the next call writes into them.
+        address = model.end_points["Conv2d_3_pointwise"].data.ctypes.data
+        del first, points
+        model(x)
+        assert model.end_points["Conv2d_3_pointwise"].data.ctypes.data == address
+        np.testing.assert_array_equal(model.end_points["Conv2d_3_pointwise"].data, kept["Conv2d_3_pointwise"])
+
+
+def test_headless_features_returned_earlier_stay_valid():
+    model, x = _model("v2-headless", np.float32)
+    with no_grad():
+        a = model(x)
+        a_copy = a.data.copy()
+        b = model(x[::-1].copy())
+    np.testing.assert_array_equal(a.data, a_copy)
+    assert not np.array_equal(a.data, b.data)
+
+
+def test_several_input_shapes_in_turn():
+    model, x = _model("v2-SAME-os16", np.float64)
+    inputs = [x, x[:1, :64, :64].copy(), x[:, :50, :67].copy(), x]
+    for image in inputs:
+        with no_grad():
+            got = model(image).data
+        assert _rel(got, _ops_path(model, image)[0]) <= 1e-10
+
+
+def test_plan_follows_new_parameters():
+    model, x = _model("v1-SAME-odd", np.float64)
+    with no_grad():
+        before = model(x).data.copy()
+    state = model.state_dict()
+    for key in state:
+        if key.endswith(("moving_mean", "gamma")):
+            state[key] = state[key] * 1.5 + 0.1
+    model.load_state_dict(state)
+    with no_grad():
+        after = model(x).data
+    assert _rel(after, before) > 1e-3
+    assert _rel(after, _ops_path(model, x)[0]) <= 1e-10
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_plan_follows_an_optimizer_step(mode):
+    """Training (in either mode) then evaluating: the folded weights are refolded."""
+    model, x = _model("v2-symmetric-odd", np.float64)
+    with no_grad():
+        model(x)  # builds the plan from the current weights
+    optimizer = SGD(model.parameters(), lr=0.5)
+    model.train(mode == "train")
+    F.cross_entropy(model(x), np.array([1, 2])).backward()
+    optimizer.step()
+    if mode == "train":
+        model.eval()
+    with no_grad():
+        after = model(x).data
+    assert _rel(after, _ops_path(model, x)[0]) <= 1e-10
+
+
+@pytest.mark.parametrize("source,arch,weights,expected", FIXTURE_CASES, ids=[c[2] for c in FIXTURE_CASES])
+def test_converted_fixtures_through_the_plan(source, arch, weights, expected, ops_forbidden):
+    """The conversion fixtures' logits (written by torch / Keras) through the plan."""
+    data = np.load(FIXTURES / expected)
+    for dtype, tolerance in ((np.float32, 1e-4), (np.float64, 1e-9)):
+        model = convert_file(source, arch, FIXTURES / weights, dtype=dtype)
+        for size in SIZES:
+            with no_grad():
+                logits = model(data[f"x_{size}"].astype(dtype)).data
+            assert logits.dtype == dtype
+            assert _rel(logits, data[f"logits_{size}"]) < tolerance, (dtype, size)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [3, 50_000])  # one thread, and the parallel variant
+@pytest.mark.parametrize("clip_max", [6.0, np.inf, np.nan])
+def test_bias_activate_epilogue(rows, clip_max, dtype):
+    rng = np.random.default_rng(0)
+    y = (4 * rng.standard_normal((rows, 24))).astype(dtype)
+    bias = rng.standard_normal(24).astype(dtype)
+    expected = y + bias
+    if not np.isnan(clip_max):
+        expected = np.minimum(np.maximum(expected, 0), clip_max)
+    out = bias_activate(y, bias, clip_max)
+    assert out is y and y.dtype == dtype
+    np.testing.assert_array_equal(y, expected)
