@@ -203,11 +203,14 @@ class ExponentialMovingAverage:
         self.decay = decay
         self.shadow = {name: p.data.copy() for name, p in named_parameters}
 
-    def update(self, named_parameters) -> None:
+    def update(self, named_parameters, num_updates: int | None = None) -> None:
+        """Fold the current weights in. With ``num_updates`` (the steps taken so far) the decay is
+        ``min(decay, (1 + n) / (10 + n))``, as TF's, so the initial weights fade out quickly."""
+        decay = self.decay if num_updates is None else min(self.decay, (1 + num_updates) / (10 + num_updates))
         for name, p in named_parameters:
             avg = self.shadow[name]
-            avg *= avg.dtype.type(self.decay)
-            avg += avg.dtype.type(1 - self.decay) * p.data
+            avg *= avg.dtype.type(decay)
+            avg += avg.dtype.type(1 - decay) * p.data
 
     def copy_to(self, model) -> None:
         model.load_state_dict(self.shadow, strict=False)

@@ -16,6 +16,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from . import functional as F
 from .autograd import no_grad
 from .io.model_file import load_training_state, save
 from .model import Model, build_model
-from .optim import SGD, Adam, CosineDecay, ExponentialDecay, RMSProp, StepDecay, Warmup, clip_grad_norm, decay_groups
+from .optim import (SGD, Adam, CosineDecay, ExponentialDecay, ExponentialMovingAverage, RMSProp, StepDecay,
+                    Warmup, clip_grad_norm, decay_groups)
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,6 +47,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     clip_norm: float | None = None
+    ema_decay: float | None = None  # validate and keep the best of averaged weights (e.g. 0.999)
     seed: int = 0
 
     def __post_init__(self):
@@ -56,6 +59,8 @@ class TrainConfig:
             raise ValueError(f"schedule: expected one of {sorted(SCHEDULES)}, got {self.schedule!r}")
         if not self.lr > 0:
             raise ValueError(f"lr: expected a positive number, got {self.lr}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected a number in (0, 1), got {self.ema_decay}")
 
 
 OPTIMIZERS = {
@@ -189,7 +194,9 @@ class Trainer:
 
     Writes into ``out_dir``: ``last.safetensors`` (resumable), ``best.safetensors`` (best
     validation top-1), ``metrics.csv`` / ``metrics.json`` and ``config.json``. ``forward``
-    replaces ``model(x)``, e.g. to train the head on cached features.
+    replaces ``model(x)``, e.g. to train the head on cached features. With ``config.ema_decay``
+    an exponential moving average of the trainable weights is kept; validation and
+    ``best.safetensors`` use the averaged weights, ``last.safetensors`` holds both.
     """
 
     def __init__(self, model: Model, train_loader, val_loader, out_dir, config: TrainConfig,
@@ -202,6 +209,25 @@ class Trainer:
         self.optimizer = make_optimizer(model, config)
         self.schedule = make_schedule(config, len(train_loader))
         self.start_epoch, self.best_top1, self.history = 0, -1.0, History()
+        self.ema = None
+        if config.ema_decay is not None:
+            self.ema = ExponentialMovingAverage(self._trainable(), config.ema_decay)
+
+    def _trainable(self):
+        return [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+
+    @contextmanager
+    def averaged_weights(self):
+        """Within the block the model holds the moving-average weights (no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        raw = {name: p.data.copy() for name, p in self._trainable()}
+        self.ema.copy_to(self.model)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(raw, strict=False)
 
     # checkpoints
     def _training_state(self, epoch: int) -> tuple[dict, dict]:
@@ -210,11 +236,21 @@ class Trainer:
                 "lr": optimizer["lr"], "config": asdict(self.config),
                 "dropout_rng": self.model.dropout_rng.bit_generator.state,
                 "history": self.history.epochs}
-        return {f"optimizer/{k}": v for k, v in optimizer["buffers"].items()}, info
+        arrays = {f"optimizer/{k}": v for k, v in optimizer["buffers"].items()}
+        if self.ema is not None:
+            arrays.update({f"ema/{k}": v for k, v in self.ema.shadow.items()})
+        return arrays, info
 
-    def save_checkpoint(self, name: str, epoch: int) -> Path:
+    def save_checkpoint(self, name: str, epoch: int, averaged: bool = False) -> Path:
+        """Write ``out_dir/name`` atomically: the model (its averaged weights when ``averaged``)
+        and the training state."""
         path = self.out_dir / name
-        save(self.model, path, training_state=self._training_state(epoch))
+        state = self._training_state(epoch)
+        if averaged:
+            with self.averaged_weights():
+                save(self.model, path, training_state=state)
+        else:
+            save(self.model, path, training_state=state)
         return path
 
     def resume(self, path=None) -> None:
@@ -227,6 +263,12 @@ class Trainer:
         self.model.load_state_dict(load(path).state_dict())
         buffers = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
         self.optimizer.load_state_dict({"steps": info["steps"], "lr": info["lr"], "buffers": buffers})
+        if self.ema is not None:
+            shadow = {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")}
+            if set(shadow) != set(self.ema.shadow):
+                raise ValueError(f"{path}: the checkpoint's moving averages do not match this run's "
+                                 f"trainable parameters (was it trained with ema_decay?)")
+            self.ema.shadow = {k: np.array(v, dtype=self.model.dtype) for k, v in shadow.items()}
         self.model.dropout_rng.bit_generator.state = info["dropout_rng"]
         self.start_epoch, self.best_top1 = info["epoch"] + 1, info["best_top1"]
         self.history.epochs = list(info["history"])
@@ -254,6 +296,8 @@ class Trainer:
             if self.config.clip_norm:
                 clip_grad_norm(model.parameters(), self.config.clip_norm)
             opt.step()
+            if self.ema is not None:
+                self.ema.update(self._trainable(), num_updates=opt.steps)
             seen += len(y)
             correct += int((logits.data.argmax(axis=1) == y).sum())
             loss_sum += loss.item() * len(y)
@@ -269,13 +313,14 @@ class Trainer:
         last = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
         for epoch in range(self.start_epoch, last):
             row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
-            val = evaluate(self.model, self.val_loader, self.num_classes, self.forward)
+            with self.averaged_weights():
+                val = evaluate(self.model, self.val_loader, self.num_classes, self.forward)
             row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"],
                        skipped_images=self.train_loader.skipped + self.val_loader.skipped)
             self.history.epochs.append(row)
             if val["top1"] > self.best_top1:
                 self.best_top1 = val["top1"]
-                self.save_checkpoint("best.safetensors", epoch)
+                self.save_checkpoint("best.safetensors", epoch, averaged=True)
             self.save_checkpoint("last.safetensors", epoch)
             self._write_metrics()
             if self.report:

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ..data import EvalTransform, ImageFolder, Loader, TrainTransform, digits, stratified_split
 from ..io import load, preset
 from ..model import build_model
@@ -44,12 +46,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--schedule", choices=["cosine", "exponential", "step", "constant"], default="cosine")
     p.add_argument("--warmup-epochs", type=float, default=0.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--clip-norm", type=float, default=None)
+    p.add_argument("--clip-norm", type=float, default=None, help="clip the gradients' global L2 norm")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep a moving average of the weights (e.g. 0.999); validate and save it as best")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="image decoding threads")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
-    p.add_argument("--export-samples", type=int, default=5, metavar="N",
-                   help="write N held-out images to OUT/samples (default 5)")
+    p.add_argument("--export-samples", type=int, default=10, metavar="N",
+                   help="write N held-out images, the classes in turn, to OUT/samples (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -71,14 +75,27 @@ def _datasets(args, size):
     return train, val, normalise
 
 
+def _trained_classes(weights) -> dict | None:
+    """The class indices a model file was trained on (``class_indices.json`` beside it), if any:
+    fine-tuning further on the same classes keeps the trained head."""
+    path = Path(weights).parent / "class_indices.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _export_samples(dataset, out: Path, count: int) -> list[Path]:
+    """Write ``count`` held-out images as ``OUT/samples/heldout_<i>_<class>.png``, taking the
+    classes in turn (the first held-out image of each class, then the second...)."""
     folder = out / "samples"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     names = {v: k for k, v in dataset.class_indices.items()}
+    labels = dataset.labels()
+    by_class = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    rounds = max(len(members) for members in by_class)
+    order = [members[r] for r in range(rounds) for members in by_class if r < len(members)]
     paths = []
-    for i in range(min(count, len(dataset))):
-        image, label = dataset.load(i)
+    for i, index in enumerate(order[:count]):
+        image, label = dataset.load(int(index))
         path = folder / f"heldout_{i}_{names[label]}.png"
         image.save(path)
         paths.append(path)
@@ -92,14 +109,16 @@ def run(args) -> int:
     config = TrainConfig(epochs=args.epochs or defaults["epochs"], optimizer=args.optimizer, lr=args.lr,
                          momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                          warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-                         clip_norm=args.clip_norm, seed=args.seed)
+                         clip_norm=args.clip_norm, ema_decay=args.ema, seed=args.seed)
     train_set, val_set, normalise = _datasets(args, size)
     num_classes = len(train_set.class_indices)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     if args.weights:
-        model = replace_head(load(args.weights), num_classes, seed=args.seed)
+        model = load(args.weights)
+        if _trained_classes(args.weights) != train_set.class_indices:
+            model = replace_head(model, num_classes, seed=args.seed)
         if model.preprocess is not None:
             normalise = {**model.preprocess, "resize": round(size / 0.875), "crop": size}
     else:
@@ -138,6 +157,7 @@ def run(args) -> int:
     print(f"best validation accuracy {trainer.best_top1:.4f}; model file {out / 'best.safetensors'}")
     if args.export_samples:
         samples = _export_samples(val_set, out, args.export_samples)
-        print(f"held-out images in {out / 'samples'}; try:\n  npmobilenet predict --weights "
-              f"{out / 'best.safetensors'} --labels {out / 'labels.txt'} {samples[0]}")
+        print(f"{len(samples)} held-out images in {out / 'samples'} (true class last in the name); try:\n"
+              f"  npmobilenet predict --weights {out / 'best.safetensors'} --labels {out / 'labels.txt'} "
+              f"{out / 'samples'}/*.png")
     return 0

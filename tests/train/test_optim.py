@@ -74,6 +74,10 @@ def test_clip_grad_norm_and_moving_average():
     a.data[:] = 2.0
     ema.update([("w", a)])
     np.testing.assert_allclose(ema.shadow["w"], [1.0, 1.0])
+    ema.update([("w", a)], num_updates=0)  # TF's warm-up: decay min(0.5, 1/10)
+    np.testing.assert_allclose(ema.shadow["w"], [0.1 * 1.0 + 0.9 * 2.0] * 2)
+    ema.update([("w", Tensor(np.zeros(2)))], num_updates=1000)  # decay back at 0.5
+    np.testing.assert_allclose(ema.shadow["w"], [0.5 * 1.9] * 2)
 
 
 def test_bad_options_are_named():

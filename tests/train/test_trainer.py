@@ -2,6 +2,7 @@
 unreadable images, and the data pipeline's determinism."""
 
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -42,14 +43,19 @@ def loaders(folder, seed=0):
 
 
 def test_two_epochs_equal_one_epoch_then_resume_then_one(folder, tmp_path):
-    config = TrainConfig(epochs=2, lr=0.02, seed=0)
+    config = TrainConfig(epochs=2, lr=0.02, ema_decay=0.99, seed=0)
     straight = small_model()
-    Trainer(straight, *loaders(folder), tmp_path / "straight", config, progress=False, report=False).fit()
+    uninterrupted = Trainer(straight, *loaders(folder), tmp_path / "straight", config, progress=False,
+                            report=False)
+    uninterrupted.fit()
 
     first = small_model()
-    Trainer(first, *loaders(folder), tmp_path / "resumed", config, progress=False,
-            report=False).fit(stop_after=1)
+    interrupted = Trainer(first, *loaders(folder), tmp_path / "resumed", config, progress=False, report=False)
+    interrupted.fit(stop_after=1)
+    averages_after_1 = {k: v.copy() for k, v in interrupted.ema.shadow.items()}
+    shutil.copytree(tmp_path / "resumed", tmp_path / "resumed-epoch-1")
     # A new process: fresh model and trainer, resumed from last.safetensors, asked for 2 epochs.
+    # Data order, augmentation, dropout, optimizer and schedule all resume: bit-identical weights.
     resumed = small_model(seed=123)
     trainer = Trainer(resumed, *loaders(folder), tmp_path / "resumed", config, progress=False, report=False)
     trainer.resume()
@@ -57,7 +63,16 @@ def test_two_epochs_equal_one_epoch_then_resume_then_one(folder, tmp_path):
     trainer.fit()
     a, b = straight.state_dict(), resumed.state_dict()
     for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+    for name, average in uninterrupted.ema.shadow.items():  # the weight averages resumed too
+        np.testing.assert_array_equal(trainer.ema.shadow[name], average, err_msg=name)
+        assert not np.allclose(average, a[name])
+    # Epoch 1 is always the best so far: its best.safetensors holds the averages, last the raw weights.
+    best = load(tmp_path / "resumed-epoch-1" / "best.safetensors").state_dict()
+    last = load(tmp_path / "resumed-epoch-1" / "last.safetensors").state_dict()
+    for name, average in averages_after_1.items():
+        np.testing.assert_array_equal(best[name], average, err_msg=name)
+        assert not np.array_equal(last[name], average)
     assert len(trainer.history.epochs) == 2
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics] == [1, 2]
