@@ -139,6 +139,9 @@ class Model:
         return is_grad_enabled() and (value.requires_grad or any(p.requires_grad for p in self._params.values()))
 
     def _run(self, start: str, value: Tensor) -> Tensor:
+        # Drop the previous call's activations first: kept until the end of this call they
+        # would double the peak memory of a training step (and the plan could not reuse them).
+        self.end_points = {}
         if self._records(value):
             self._plan = None  # an optimizer step may follow: the folded weights would be stale
         elif self.fast_inference and not self.training:
@@ -149,7 +152,6 @@ class Model:
         if self._plan is None:
             arrays = {name: p.data for name, p in self._params.items()}
             self._plan = InferencePlan(self.graph, {**arrays, **self._buffers}, self._fallback)
-        self.end_points = {}  # release the previous call's buffers, so the plan can reuse them
         with no_grad():
             values = self._plan(data, start)
         self.end_points = {name: Tensor(value) for name, value in values.items()}
