@@ -119,8 +119,9 @@ def run(args) -> int:
         model = load(args.weights)
         if _trained_classes(args.weights) != train_set.class_indices:
             model = replace_head(model, num_classes, seed=args.seed)
-        if model.preprocess is not None:
-            normalise = {**model.preprocess, "resize": round(size / 0.875), "crop": size}
+        if model.preprocess is not None:  # the weights' normalisation and resize/crop ratio, at `size`
+            ratio = model.preprocess["resize"] / model.preprocess["crop"]
+            normalise = {**model.preprocess, "resize": round(size * ratio), "crop": size}
     else:
         model = build_model(spec, depth_multiplier=args.depth_multiplier or defaults["depth_multiplier"],
                             input_size=size, num_classes=num_classes, global_pool=True, bn_momentum=0.1,

@@ -40,7 +40,7 @@ def test_predict_names_the_held_out_digits(trained):
     lines = result.stdout.splitlines()
     right = sum(f"  {sample.stem.rsplit('_', 1)[1]} (" in lines[2 * i + 1]
                 for i, sample in enumerate(samples))
-    assert right >= len(samples) - 1, result.stdout
+    assert right >= len(samples) - 2, result.stdout  # 10 digits, one per class; ~94% after 4 epochs
 
 
 def test_evaluate_prints_accuracy_and_confusion(trained):
@@ -54,3 +54,15 @@ def test_bad_data_folder_is_one_clear_line(tmp_path):
     result = npmobilenet("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"npmobilenet train: error: no such data folder: {tmp_path / 'missing'}"
+
+
+def test_fine_tuning_on_the_same_classes_keeps_the_trained_head(trained, tmp_path):
+    out, stdout = trained
+    before = float(stdout.split("best validation accuracy ")[1].split(";")[0])
+    # A vanishing learning rate: the kept head scores as before, a fresh one would be at chance.
+    result = npmobilenet("train", "--data", "builtin:digits", "--out", str(tmp_path), "--weights",
+                         str(out / "best.safetensors"), "--freeze-backbone", "--cache-features",
+                         "--epochs", "1", "--lr", "1e-9", "--input-size", "32", "--quiet", "--export-samples", "0")
+    assert result.returncode == 0, result.stderr
+    after = float(result.stdout.split("best validation accuracy ")[1].split(";")[0])
+    assert after == pytest.approx(before, abs=1 / 359)
