@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data import EvalTransform, ImageFolder, Loader, digits
+from ..data import EvalTransform, ImageFolder, Loader, digits, stratified_split
 from ..io import load
 from ..train import evaluate
 from .train import BUILTIN_DIGITS
@@ -18,6 +18,9 @@ def add_parser(subparsers) -> None:
                     "class_indices.json beside the weights gives the labels) or builtin:digits.")
     p.add_argument("--weights", required=True, metavar="FILE", help="model file")
     p.add_argument("--data", required=True, help=f"image folder, or {BUILTIN_DIGITS}")
+    p.add_argument("--val-split", type=float, default=None, metavar="FRACTION",
+                   help="evaluate only the images `train --val-split FRACTION --seed SEED` held out")
+    p.add_argument("--seed", type=int, default=0, help="the training run's seed (with --val-split)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -34,6 +37,8 @@ def run(args) -> int:
         data = digits(model.preprocess["crop"])
     else:
         data = ImageFolder(args.data, class_indices)
+    if args.val_split is not None:
+        data = data.subset(stratified_split(data.labels(), args.val_split, args.seed)[1])
     num_classes = model.graph.options.num_classes
     if len(data.class_indices) > num_classes:
         raise ValueError(f"{args.data}: {len(data.class_indices)} classes, the model has {num_classes}")

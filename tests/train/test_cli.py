@@ -48,6 +48,12 @@ def test_evaluate_prints_accuracy_and_confusion(trained):
     result = npmobilenet("evaluate", "--weights", str(out / "best.safetensors"), "--data", "builtin:digits")
     assert result.returncode == 0, result.stderr
     assert "1797 images: top-1" in result.stdout and "confusion matrix" in result.stdout
+    # The held-out part alone scores what training reported for its best epoch.
+    heldout = npmobilenet("evaluate", "--weights", str(out / "best.safetensors"), "--data", "builtin:digits",
+                          "--val-split", "0.2", "--seed", "0")
+    assert heldout.returncode == 0, heldout.stderr
+    best = trained[1].split("best validation accuracy ")[1].split(";")[0]
+    assert heldout.stdout.startswith(f"359 images: top-1 {best},"), (heldout.stdout, best)
 
 
 def test_bad_data_folder_is_one_clear_line(tmp_path):
