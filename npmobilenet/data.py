@@ -65,7 +65,7 @@ class ImageFolder:
         try:
             with Image.open(path) as image:
                 return image.convert("RGB"), label
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
             raise ValueError(f"{path}: cannot decode image ({error})") from None
 
     def subset(self, indices) -> "Subset":

@@ -138,12 +138,15 @@ def test_unreadable_images_are_skipped_and_counted(folder, tmp_path):
         for path in sorted((folder / name).iterdir())[:3]:  # 6 good images
             (root / name / path.name).write_bytes(path.read_bytes())
     (root / "six" / "broken.png").write_bytes(b"not a png")
+    whole = (root / "five" / "0.png").read_bytes()
+    (root / "five" / "truncated.png").write_bytes(whole[:len(whole) // 2])
     loader = Loader(ImageFolder(root), EvalTransform(PRESET), batch_size=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         batches = list(loader.epoch(0))
-    assert sum(len(y) for _, y in batches) == 6 and loader.skipped == 1
+    assert sum(len(y) for _, y in batches) == 6 and loader.skipped == 2
     assert any("broken.png" in str(w.message) for w in caught)
+    assert any("truncated.png" in str(w.message) for w in caught)
 
 
 def test_batches_are_float32_nhwc_and_seeded(folder):
