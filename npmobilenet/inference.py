@@ -18,6 +18,8 @@ one (an end point, the output): a held buffer is left alone and a new one is all
 arrays returned earlier never change. The folded weights are a snapshot: the model drops its
 plan whenever its parameters may change (load_state_dict, train/eval, a forward recorded for
 backward); after editing parameter arrays in place by hand, call ``model.eval()`` again.
+The buffers hold every node's activation (they are the end points) for up to four input
+shapes; ``model.train()`` releases them. Like ``end_points``, a plan serves one call at a time.
 """
 
 from __future__ import annotations
