@@ -3,6 +3,13 @@
 Specs (JSON data) expand into named graphs; a small autograd engine runs and trains them.
 """
 
+import os
+
+# OpenBLAS workers busy-wait ~0.1 s after each GEMM, fighting Numba's threads for the cores;
+# this makes them sleep at once. OpenBLAS reads it when numpy loads, so it must come first
+# (it has no effect if numpy was imported before npmobilenet). A user's own setting wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from . import functional
 from .autograd import Tensor, no_grad
 from .model import Model, build_model
