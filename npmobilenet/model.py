@@ -109,6 +109,7 @@ class Model:
         self.frozen: set[str] = set()  # nodes whose parameters and moving statistics are fixed
         self.spec: dict | None = None  # the spec the graph was expanded from (kept by model files)
         self.preprocess: dict | None = None  # the input preset of converted or loaded weights
+        self.class_names: list[str] | None = None  # one name per output class, kept by model files
         # Eval-mode calls that record nothing run a compiled plan (npmobilenet.inference):
         # batch norm folded into the weights, fused epilogues, reused buffers. False forces
         # the ordinary op-by-op path.

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from .. import functional as F
 from ..autograd import no_grad
 from ..io import class_names, load, load_image
+from .errors import report
 
 
 def add_parser(subparsers) -> None:
@@ -40,11 +39,15 @@ def run(args) -> int:
         try:
             x = load_image(path, model.preprocess, model.dtype)
         except (ValueError, FileNotFoundError) as error:
-            print(f"npmobilenet predict: error: {error}", file=sys.stderr)
+            report(str(error))
             failed += 1
             continue
         with no_grad():
             probs = F.softmax(model(x[None]), axis=-1).data[0]
+        if not np.isfinite(probs).all():
+            report(f"{path}: the model's output is not finite for this image; no prediction")
+            failed += 1
+            continue
         order = np.argsort(-probs, kind="stable")[:topk]
         print(path)
         for rank, index in enumerate(order, 1):

@@ -49,6 +49,6 @@ def test_graph_formats(capsys):
 def test_bad_option_is_one_clean_line(capsys):
     assert main(["summary", "mobilenet_v1", "--depth-multiplier", "-1"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "npmobilenet summary: error: depth_multiplier: expected a number > 0, got -1.0"
+    assert err.strip() == "npmobilenet: error: depth_multiplier: expected a number > 0, got -1.0"
     assert main(["graph", "nosuchspec"]) == 2
     assert "unknown spec 'nosuchspec'" in capsys.readouterr().err

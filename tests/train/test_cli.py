@@ -59,7 +59,7 @@ def test_evaluate_prints_accuracy_and_confusion(trained):
 def test_bad_data_folder_is_one_clear_line(tmp_path):
     result = npmobilenet("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2
-    assert result.stderr.strip() == f"npmobilenet train: error: no such data folder: {tmp_path / 'missing'}"
+    assert result.stderr.strip() == f"npmobilenet: error: no such data folder: {tmp_path / 'missing'}"
 
 
 def test_fine_tuning_on_the_same_classes_keeps_the_trained_head(trained, tmp_path):
