@@ -20,7 +20,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["LIMITS", "show", "integer", "number", "probability", "finite_array",
+__all__ = ["LIMITS", "show", "is_integer", "integer", "number", "probability", "finite_array",
            "check_state_values"]
 
 LIMITS = {
@@ -29,7 +29,8 @@ LIMITS = {
     "pickle_objects": 1_000_000,   # objects one .pth pickle may build
     "nesting_depth": 100,          # nested containers in a pickle or JSON document
     "zip_ratio": 200,              # declared / compressed size of a zip member
-    "channels": 1 << 16,           # channels of one layer (spec ``depth``, ``c``, classes)
+    "channels": 1 << 16,           # channels of one layer (spec ``depth``, ``c``)
+    "classes": 100_000,            # outputs of a classifier head
     "repeats": 256,                # ``n`` of one inverted-residual row
     "layers": 4096,                # nodes of one expanded graph
     "multiplier": 64.0,            # depth multiplier, expansion factor
@@ -42,17 +43,21 @@ def show(value) -> str:
     try:
         text = json.dumps(value)
     except (TypeError, ValueError, OverflowError, RecursionError):
-        text = repr(value)
+        try:
+            text = repr(value)
+        except ValueError:  # an integer past Python's int-to-text digit limit
+            text = f"<{type(value).__name__} too large to print>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _is_int(value) -> bool:
+def is_integer(value) -> bool:
+    """A true integer: not a bool, not a float with an integral value."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
 def integer(name: str, value, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an int in ``[low, high]`` (either bound may be None)."""
-    if not _is_int(value):
+    if not is_integer(value):
         raise ValueError(f"{name}: expected an integer, got {show(value)}")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
@@ -71,16 +76,16 @@ def number(name: str, value, low: float | None = None, high: float | None = None
     if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
         raise ValueError(f"{name}: expected a number, got {show(value)}")
     try:
-        value = float(value)
-    except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
+        converted = float(value)
+    except OverflowError:  # an integer beyond float range
+        converted = math.inf
+    if not math.isfinite(converted):
         raise ValueError(f"{name}: expected a finite number, got {show(value)}")
-    if ((low is not None and (value < low or (low_open and value == low)))
-            or (high is not None and (value > high or (high_open and value == high)))):
+    if ((low is not None and (converted < low or (low_open and converted == low)))
+            or (high is not None and (converted > high or (high_open and converted == high)))):
         raise ValueError(f"{name}: expected a number {_interval(low, high, low_open, high_open)}, "
                          f"got {show(value)}")
-    return value
+    return converted
 
 
 def probability(name: str, value, *, one: bool = False) -> float:

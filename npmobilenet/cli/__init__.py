@@ -1,7 +1,8 @@
 """The ``npmobilenet`` command: one module per subcommand, discovered in this package.
 
 Each subcommand module defines ``add_parser(subparsers)``, which adds its parser and sets
-``func(args) -> int`` as the parser default.
+``func(args) -> int`` as the parser default; modules without it (``errors``, ``arguments``)
+serve the subcommands.
 
 Every failure takes one path, :func:`main`: one line on stderr, ``npmobilenet: error: ...``,
 and a documented exit code (see :mod:`npmobilenet.cli.errors`); ``--debug`` or
@@ -28,9 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an error (also NPMOBILENET_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_") or info.name == "errors":  # not subcommands
+        if info.name.startswith("_"):  # __main__ is the entry point, not a subcommand
             continue
-        importlib.import_module(f"{__name__}.{info.name}").add_parser(subparsers)
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "add_parser"):
+            module.add_parser(subparsers)
     return parser
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from ..spec import build_graph
+from ..validate import LIMITS
+from .arguments import integer, number
 
 
 def add_parser(subparsers) -> None:
@@ -22,9 +24,12 @@ def add_parser(subparsers) -> None:
 def add_spec_arguments(parser) -> None:
     """SPEC and the build options shared by ``summary`` and ``graph``."""
     parser.add_argument("spec", metavar="SPEC", help="built-in spec name or path to a spec JSON file")
-    parser.add_argument("--depth-multiplier", type=float, metavar="A", help="width multiplier alpha")
-    parser.add_argument("--input-size", type=int, metavar="N", help="input height and width")
-    parser.add_argument("--num-classes", type=int, metavar="K", help="classes (0: no head)")
+    parser.add_argument("--depth-multiplier", type=number(0, LIMITS["multiplier"], low_open=True),
+                        metavar="A", help="width multiplier alpha")
+    parser.add_argument("--input-size", type=integer(1, LIMITS["image_side"]), metavar="N",
+                        help="input height and width")
+    parser.add_argument("--num-classes", type=integer(0, LIMITS["classes"]), metavar="K",
+                        help="classes (0: no head)")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="atrous output stride")
     parser.add_argument("--global-pool", action="store_true", default=None,
                         help="global average pool instead of slim's fixed 7x7 pool")

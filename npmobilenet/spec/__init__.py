@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
 from .graph import Graph, Node, expand, make_divisible
 from .options import Options, resolve_options
+from ..validate import LIMITS
 from .schema import validate_spec
 
 
@@ -23,33 +25,78 @@ def available_specs() -> list[str]:
     return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".json"))
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a table of a few dozen rows; 1 MiB is far beyond any
+
+
+def is_spec_path(text: str) -> bool:
+    """Whether a spec argument names a file: it ends in ``.json`` or holds a path separator.
+
+    Anything else is a built-in name, so a file that happens to be called ``mobilenet_v1`` in the
+    current folder never replaces the built-in spec (write ``./mobilenet_v1`` to mean the file).
+    """
+    return text.endswith(".json") or "/" in text or os.sep in text
+
+
 def load_spec(name_or_path) -> dict:
     """Return a validated spec (a fresh dict) from a built-in name, a JSON file path, or a dict.
 
-    Raises FileNotFoundError for a missing file, ValueError for an unknown name, invalid JSON or
-    an invalid spec (naming the JSON path and value).
+    A string is a path when :func:`is_spec_path` says so, a built-in name otherwise. Raises
+    FileNotFoundError for a missing file, ValueError for an unknown name, a file over 1 MiB,
+    invalid or too deeply nested JSON, or an invalid spec (naming the JSON path and value).
     """
     if isinstance(name_or_path, Mapping):
         spec = copy.deepcopy(dict(name_or_path))
     else:
-        text = str(name_or_path)
-        if text.endswith(".json") or "/" in text or Path(text).is_file():
-            path = Path(text)
-            if not path.is_file():
-                raise FileNotFoundError(f"spec file not found: {path}")
-            source, raw = str(path), path.read_text()
+        text = os.fspath(name_or_path)
+        if is_spec_path(text):
+            source, raw = text, _read_spec_file(Path(text))
         elif text in available_specs():
             source = f"built-in spec {text!r}"
             raw = (resources.files("npmobilenet") / "specs" / f"{text}.json").read_text()
         else:
-            raise ValueError(f"unknown spec {text!r}: not a file, and not a built-in spec "
-                             f"({', '.join(available_specs())})")
-        try:
-            spec = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{source}: invalid JSON: {error}") from None
+            hint = f"; to read the file, write ./{text}" if Path(text).is_file() else ""
+            raise ValueError(f"unknown spec {text!r}: not a built-in spec "
+                             f"({', '.join(available_specs())}) and not a path{hint}")
+        spec = _parse_json(raw, source)
     validate_spec(spec)
     return spec
+
+
+def _read_spec_file(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"spec file not found: {path}")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than a spec file may hold "
+                         f"({MAX_SPEC_BYTES})")
+    try:
+        return path.read_text(encoding="utf8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text: {error}") from None
+
+
+def _parse_json(raw: str, source: str):
+    try:
+        value = json.loads(raw)
+    except ValueError as error:  # JSONDecodeError, or an integer past the digit limit
+        raise ValueError(f"{source}: invalid JSON: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{source}: JSON nested too deeply") from None
+    if _depth(value) > LIMITS["nesting_depth"]:
+        raise ValueError(f"{source}: JSON nested more than {LIMITS['nesting_depth']} levels deep")
+    return value
+
+
+def _depth(value) -> int:
+    """Nesting depth of a parsed JSON value, iteratively (no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def build_graph(spec_or_name, **options) -> Graph:
@@ -64,4 +111,4 @@ def build_graph(spec_or_name, **options) -> Graph:
 
 
 __all__ = ["Graph", "Node", "Options", "available_specs", "build_graph", "expand", "load_spec",
-           "make_divisible", "resolve_options", "validate_spec"]
+           "is_spec_path", "make_divisible", "resolve_options", "validate_spec"]

@@ -115,15 +115,30 @@ class Graph:
         return "\n".join([line(header), rule, *map(line, rows), rule, line(footer)])
 
     def to_dot(self) -> str:
-        """Graphviz DOT text: one box per node (name, op, output shape), edges from inputs."""
-        lines = [f'digraph "{self.name}" {{', "  rankdir=TB;", "  node [shape=box, fontsize=10];",
-                 f'  "{INPUT}" [label="input\\n{"x".join(map(str, self.input_shape))}"];']
+        """Graphviz DOT text: one box per node (name, op, output shape), edges from inputs.
+
+        Names come from specs, which come from strangers: every one is quoted with
+        :func:`dot_string`, so a quote or newline in a name cannot add DOT syntax.
+        """
+        q = dot_string
+
+        def box(name: str, *label: str) -> str:
+            return f"  {q(name)} [label={q(chr(10).join(label))}];"
+
+        lines = [f"digraph {q(self.name)} {{", "  rankdir=TB;", "  node [shape=box, fontsize=10];",
+                 box(INPUT, "input", "x".join(map(str, self.input_shape)))]
         for n in self.nodes:
-            shape = "x".join(map(str, n.out_shape))
-            lines.append(f'  "{n.name}" [label="{n.name}\\n{n.op} {shape}"];')
-            lines.extend(f'  "{source}" -> "{n.name}";' for source in n.inputs)
+            lines.append(box(n.name, n.name, f"{n.op} {'x'.join(map(str, n.out_shape))}"))
+            lines.extend(f"  {q(source)} -> {q(n.name)};" for source in n.inputs)
         lines.append("}")
         return "\n".join(lines) + "\n"
+
+
+def dot_string(text: str) -> str:
+    """``text`` as a DOT double-quoted string: backslashes and quotes escaped, line breaks as
+    DOT's ``\\n`` escape, other control characters dropped."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + "".join(c for c in escaped if c.isprintable()) + '"'
 
 
 def make_divisible(value: float, divisor: int, min_value: int) -> int:

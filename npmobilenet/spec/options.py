@@ -43,15 +43,15 @@ def _output_stride(path: str, value) -> None:
 
 
 CHECKS = {
-    "input_size": schema.size_pair,
-    "depth_multiplier": schema.positive_number,
-    "min_depth": schema.positive_int,
-    "divisible_by": schema.positive_int,
+    "input_size": schema.image_size,
+    "depth_multiplier": schema.multiplier,
+    "min_depth": schema.channels,
+    "divisible_by": schema.channels,
     "activation": schema.one_of(*schema.ACTIVATIONS),
     "padding": schema.one_of(*schema.PADDINGS),
-    "bn_eps": schema.positive_number,
+    "bn_eps": schema.epsilon,
     "bn_momentum": schema.momentum,
-    "num_classes": schema.non_negative_int,
+    "num_classes": schema.classes,
     "dropout": schema.rate,
     "global_pool": _boolean,
     "output_stride": _output_stride,

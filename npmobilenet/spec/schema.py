@@ -1,15 +1,18 @@
 """Validation of architecture specs: pure JSON data checked field by field.
 
 Every error is a ValueError naming the JSON path and the offending value, e.g.
-``body[3].stride: expected a positive integer, got "2"``. The same field checkers validate the
+``body[3].stride: expected an integer, got "2"``. Numbers have ranges (see
+:data:`npmobilenet.validate.LIMITS`), so a spec cannot ask for more than a machine can build. The same field checkers validate the
 build options (``depth_multiplier``, ``padding``, ...), so a value is judged the same way whether
 it comes from a spec's ``defaults`` or from a keyword argument.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
+
+from .. import validate
+from ..validate import LIMITS, show
 
 Checker = Callable[[str, object], None]
 
@@ -19,58 +22,48 @@ ACTIVATIONS = ("relu6", "relu")
 PADDINGS = ("SAME", "symmetric", "keras")
 POOLS = ("slim", "global")
 INITS = ("slim", "torchvision")
+MAX_STRIDE = 16
+MAX_KERNEL = 31
 
 
-def show(value) -> str:
-    """A value as it would appear in JSON (strings quoted), for error messages."""
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+def integer(low: int, high: int) -> Checker:
+    """An integer in ``[low, high]``."""
+    def check(path: str, value) -> None:
+        validate.integer(path, value, low, high)
+    return check
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Checker:
+    """A finite number between ``low`` and ``high``."""
+    def check(path: str, value) -> None:
+        validate.number(path, value, low, high, low_open=low_open, high_open=high_open)
+    return check
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+channels = integer(1, LIMITS["channels"])
+classes = integer(0, LIMITS["classes"])
+repeats = integer(1, LIMITS["repeats"])
+stride = integer(1, MAX_STRIDE)
+expansion = integer(1, int(LIMITS["multiplier"]))
+multiplier = number(0, LIMITS["multiplier"], low_open=True)
+epsilon = number(0, 1, low_open=True)
+momentum = number(0, 1, low_open=True)
+rate = number(0, 1, high_open=True)  # dropout: 0 <= rate < 1
 
 
-def positive_int(path: str, value) -> None:
-    if not (_is_int(value) and value > 0):
-        raise ValueError(f"{path}: expected a positive integer, got {show(value)}")
+def size_pair(high: int) -> Checker:
+    """A positive int up to ``high``, or a [height, width] pair of them (kernels, input sizes)."""
+    def check(path: str, value) -> None:
+        pair = value if isinstance(value, list | tuple) else [value]
+        if not (len(pair) in (1, 2) and all(validate.is_integer(v) and 0 < v <= high for v in pair)
+                and (len(pair) == 2 or not isinstance(value, list | tuple))):
+            raise ValueError(f"{path}: expected an integer in [1, {high}] or [height, width] of "
+                             f"them, got {show(value)}")
+    return check
 
 
-def non_negative_int(path: str, value) -> None:
-    if not (_is_int(value) and value >= 0):
-        raise ValueError(f"{path}: expected a non-negative integer, got {show(value)}")
-
-
-def positive_number(path: str, value) -> None:
-    if not (_is_number(value) and value > 0):
-        raise ValueError(f"{path}: expected a number > 0, got {show(value)}")
-
-
-def rate(path: str, value) -> None:
-    """A dropout rate: 0 <= value < 1."""
-    if not (_is_number(value) and 0 <= value < 1):
-        raise ValueError(f"{path}: expected a number in [0, 1), got {show(value)}")
-
-
-def momentum(path: str, value) -> None:
-    if not (_is_number(value) and 0 < value <= 1):
-        raise ValueError(f"{path}: expected a number in (0, 1], got {show(value)}")
-
-
-def size_pair(path: str, value) -> None:
-    """A positive int or a [height, width] pair of positive ints (kernels, input sizes)."""
-    if _is_int(value) and value > 0:
-        return
-    if not (isinstance(value, list | tuple) and len(value) == 2
-            and all(_is_int(v) and v > 0 for v in value)):
-        raise ValueError(f"{path}: expected a positive integer or [height, width] of positive "
-                         f"integers, got {show(value)}")
+kernel_size = size_pair(MAX_KERNEL)
+image_size = size_pair(LIMITS["image_side"])
 
 
 def one_of(*choices: str) -> Checker:
@@ -81,9 +74,13 @@ def one_of(*choices: str) -> Checker:
     return check
 
 
+MAX_NAME = 200
+
+
 def string(path: str, value) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{path}: expected a non-empty string, got {show(value)}")
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
+        raise ValueError(f"{path}: expected a non-empty string of at most {MAX_NAME} characters, "
+                         f"got {show(value)}")
 
 
 def _object(path: str, value, required: Mapping[str, Checker], optional: Mapping[str, Checker]):
@@ -105,23 +102,22 @@ def _object(path: str, value, required: Mapping[str, Checker], optional: Mapping
 
 
 def _batch_norm(path: str, value) -> None:
-    _object(path, value, {}, {"eps": positive_number, "momentum": momentum})
+    _object(path, value, {}, {"eps": epsilon, "momentum": momentum})
 
 
 LAYER_FIELDS: dict[str, tuple[dict[str, Checker], dict[str, Checker]]] = {
     # type: (required fields, optional fields)
-    "Conv": ({"kernel": size_pair, "stride": positive_int, "depth": positive_int},
-             {"min_multiplier": positive_number}),
-    "DepthSepConv": ({"kernel": size_pair, "stride": positive_int, "depth": positive_int}, {}),
-    "InvertedResidual": ({"t": positive_int, "c": positive_int, "n": positive_int,
-                          "s": positive_int}, {}),
+    "Conv": ({"kernel": kernel_size, "stride": stride, "depth": channels},
+             {"min_multiplier": multiplier}),
+    "DepthSepConv": ({"kernel": kernel_size, "stride": stride, "depth": channels}, {}),
+    "InvertedResidual": ({"t": expansion, "c": channels, "n": repeats, "s": stride}, {}),
 }
 
 DEFAULT_FIELDS: dict[str, Checker] = {
-    "input_size": size_pair,
-    "depth_multiplier": positive_number,
-    "min_depth": positive_int,
-    "divisible_by": positive_int,
+    "input_size": image_size,
+    "depth_multiplier": multiplier,
+    "min_depth": channels,
+    "divisible_by": channels,
     "activation": one_of(*ACTIVATIONS),
     "padding": one_of(*PADDINGS),
     "batch_norm": _batch_norm,
@@ -131,7 +127,7 @@ DEFAULT_FIELDS: dict[str, Checker] = {
 HEAD_FIELDS: dict[str, Checker] = {
     "pool": one_of(*POOLS),
     "dropout": rate,
-    "num_classes": non_negative_int,
+    "num_classes": classes,
 }
 
 
@@ -152,6 +148,9 @@ def _body(family: str):
     def check(path: str, value) -> None:
         if not isinstance(value, list) or not value:
             raise ValueError(f"{path}: expected a non-empty list of layers, got {show(value)}")
+        if len(value) > LIMITS["layers"]:
+            raise ValueError(f"{path}: {len(value)} layers, more than the limit of "
+                             f"{LIMITS['layers']}")
         for index, row in enumerate(value):
             _layer(family, f"{path}[{index}]", row)
     return check

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from npmobilenet.cli import main
 
 DATA = Path(__file__).parents[1] / "data"
@@ -46,9 +48,16 @@ def test_graph_formats(capsys):
     assert '"Conv2d_13_pointwise" -> "AvgPool_1a";' in dot
 
 
-def test_bad_option_is_one_clean_line(capsys):
-    assert main(["summary", "mobilenet_v1", "--depth-multiplier", "-1"]) == 2
+def test_bad_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["summary", "mobilenet_v1", "--depth-multiplier", "-1"])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.strip() == "npmobilenet: error: depth_multiplier: expected a number > 0, got -1.0"
-    assert main(["graph", "nosuchspec"]) == 2
-    assert "unknown spec 'nosuchspec'" in capsys.readouterr().err
+    assert err.splitlines()[-1] == ("npmobilenet summary: error: argument --depth-multiplier: "
+                                    "expected a number in (0, 64.0], got -1.0")
+
+
+def test_bad_input_is_one_clean_line(capsys):
+    assert main(["graph", "nosuchspec"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("npmobilenet: error: unknown spec 'nosuchspec'") and err.count("\n") == 1

@@ -21,24 +21,24 @@ def _with(spec, edit):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda s: s["body"][3].update(stride="2"), 'body[3].stride: expected a positive integer, got "2"'),
-    (lambda s: s["body"][2].update(depth=-64), "body[2].depth: expected a positive integer, got -64"),
+    (lambda s: s["body"][3].update(stride="2"), 'body[3].stride: expected an integer, got "2"'),
+    (lambda s: s["body"][2].update(depth=-64), "body[2].depth: expected an integer in [1, 65536], got -64"),
     (lambda s: s["body"][1].update(type="Pool"),
      'body[1].type: expected one of "Conv", "DepthSepConv" in a v1 spec, got "Pool"'),
     (lambda s: s["body"][1].update(type="InvertedResidual"),
      'body[1].type: expected one of "Conv", "DepthSepConv" in a v1 spec, got "InvertedResidual"'),
     (lambda s: s["body"][0].update(kernel=[3, 0]),
-     "body[0].kernel: expected a positive integer or [height, width] of positive integers, got [3, 0]"),
+     "body[0].kernel: expected an integer in [1, 31] or [height, width] of them, got [3, 0]"),
     (lambda s: s["body"][4].pop("depth"), "body[4].depth: required field is missing"),
     (lambda s: s["body"][4].update(depht=3), "body[4].depht: unknown field"),
     (lambda s: s.update(body=[]), "body: expected a non-empty list of layers, got []"),
     (lambda s: s.update(family="v3"), 'family: expected one of "v1", "v2", got "v3"'),
     (lambda s: s["defaults"].update(padding="same"),
      'defaults.padding: expected one of "SAME", "symmetric", "keras", got "same"'),
-    (lambda s: s["defaults"]["batch_norm"].update(eps=0), "defaults.batch_norm.eps: expected a number > 0, got 0"),
+    (lambda s: s["defaults"]["batch_norm"].update(eps=0), "defaults.batch_norm.eps: expected a number in (0, 1], got 0"),
     (lambda s: s["defaults"].update(divisible_by=8), "defaults.divisible_by: unknown field"),
     (lambda s: s["head"].update(dropout=1.0), "head.dropout: expected a number in [0, 1), got 1.0"),
-    (lambda s: s["head"].update(num_classes=True), "head.num_classes: expected a non-negative integer, got true"),
+    (lambda s: s["head"].update(num_classes=True), "head.num_classes: expected an integer, got true"),
     (lambda s: s.pop("name"), "name: required field is missing"),
 ])
 def test_bad_spec_names_path_and_value(v1, edit, message):
@@ -48,7 +48,7 @@ def test_bad_spec_names_path_and_value(v1, edit, message):
 
 def test_v2_rows_are_checked_by_their_own_fields():
     v2 = load_spec("mobilenet_v2")
-    with pytest.raises(ValueError, match=re.escape("body[3].n: expected a positive integer, got 0")):
+    with pytest.raises(ValueError, match=re.escape("body[3].n: expected an integer in [1, 256], got 0")):
         load_spec(_with(v2, lambda s: s["body"][3].update(n=0)))
     with pytest.raises(ValueError, match=re.escape(
             'body[2].type: expected one of "Conv", "InvertedResidual" in a v2 spec, got "DepthSepConv"')):
@@ -57,16 +57,16 @@ def test_v2_rows_are_checked_by_their_own_fields():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"depth_multiplier": 0}, "depth_multiplier: expected a number > 0, got 0"),
-    ({"depth_multiplier": -0.5}, "depth_multiplier: expected a number > 0, got -0.5"),
+    ({"depth_multiplier": 0}, "depth_multiplier: expected a number in (0, 64.0], got 0"),
+    ({"depth_multiplier": -0.5}, "depth_multiplier: expected a number in (0, 64.0], got -0.5"),
     ({"output_stride": 4}, "output_stride: expected one of 8, 16, 32, got 4"),
     ({"input_size": 16}, "input_size: 16x16 is smaller than the network's total stride 32"),
-    ({"input_size": 0}, "input_size: expected a positive integer or [height, width]"),
+    ({"input_size": 0}, "input_size: expected an integer in [1, 8192] or [height, width]"),
     ({"final_endpoint": "Conv2d_99_pointwise"}, "final_endpoint: unknown endpoint 'Conv2d_99_pointwise'"),
     ({"padding": "reflect"}, 'padding: expected one of "SAME", "symmetric", "keras", got "reflect"'),
     ({"activation": "gelu"}, 'activation: expected one of "relu6", "relu", got "gelu"'),
-    ({"min_depth": 0}, "min_depth: expected a positive integer, got 0"),
-    ({"num_classes": -1}, "num_classes: expected a non-negative integer, got -1"),
+    ({"min_depth": 0}, "min_depth: expected an integer in [1, 65536], got 0"),
+    ({"num_classes": -1}, "num_classes: expected an integer in [0, 100000], got -1"),
     ({"divisible_by": 8}, "divisible_by: applies to v2 specs only"),
     ({"width": 2}, "unknown option 'width'"),
     ({"input_size": 320}, "global_pool: slim's 7x7 average pool leaves a 2x2 map"),
