@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import functional as F
+from . import memory
 from .autograd import Tensor, is_grad_enabled, no_grad
 from .inference import InferencePlan
 from .init import init_parameters
@@ -98,6 +99,7 @@ class Model:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype: expected float32 or float64, got {self.dtype}")
+        self._activations_per_image = sum(int(np.prod(node.out_shape)) for node in graph.nodes)
         self._params = {name: Tensor(np.zeros(shape, self.dtype), requires_grad=True)
                         for name, shape in graph.parameter_shapes().items()}
         self._buffers = {name: np.zeros(shape, self.dtype)
@@ -182,6 +184,20 @@ class Model:
         if data.shape[1] < low[0] or data.shape[2] < low[1]:
             raise ValueError(f"x: images of {data.shape[1]}x{data.shape[2]} are smaller than the "
                              f"network's total stride allows (at least {low[0]}x{low[1]})")
+        memory.require(f"a {'training' if self.training else 'inference'} pass over x of shape "
+                       f"{data.shape}", self._activation_bytes(data.shape))
+        if self.training and not np.isfinite(data).all():
+            # One NaN would turn every batch-norm moving statistic into NaN for good.
+            image = int(np.flatnonzero(~np.isfinite(data).reshape(len(data), -1).all(axis=1))[0])
+            raise ValueError(f"x: image {image} of the batch holds NaN or infinity; refused in "
+                             f"training mode before it reached any moving statistic")
+
+    def _activation_bytes(self, shape: tuple[int, ...]) -> int:
+        """Estimated bytes of one pass's activations: every node's output for the batch, three
+        times over when training (the saved activation, its gradient, the kernels' scratch)."""
+        height, width = shape[1] / self.graph.input_shape[0], shape[2] / self.graph.input_shape[1]
+        per_image = self._activations_per_image * height * width
+        return int(per_image * shape[0] * self.dtype.itemsize * (3 if self.training else 1))
 
     def train(self, mode: bool = True) -> "Model":
         """Training mode: batch statistics (moving statistics updated), dropout active."""
@@ -285,6 +301,10 @@ def build_model(spec_or_name, *, dtype=np.float32, seed=None, **options) -> Mode
     spec = load_spec(spec_or_name)
     resolved = resolve_options(spec, **options)
     graph = expand(spec, resolved)
+    # The initialiser draws in float64 and the model keeps a copy: ~3 float64 copies at the peak.
+    entries = sum(int(np.prod(shape)) for shape in [*graph.parameter_shapes().values(),
+                                                    *graph.buffer_shapes().values()])
+    memory.require(f"building {graph.name}'s {entries:,} parameters", 3 * 8 * entries)
     init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
     params, buffers = init_parameters(graph, resolved.init, init_seed, dtype)
     model = Model(graph, params, buffers, dtype=dtype, seed=dropout_seed)
