@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io.preprocess import preprocess_image
+from .io.preprocess import open_image, preprocess_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -58,15 +58,10 @@ class ImageFolder:
         return np.array([label for _, label in self.samples], dtype=np.int64)
 
     def load(self, index: int):
-        """The Pillow image (RGB) and label of sample ``index``; raises ValueError if unreadable."""
-        from PIL import Image, UnidentifiedImageError
-
+        """The Pillow image (RGB, upright, 8-bit: see :func:`open_image`) and label of sample
+        ``index``; raises ValueError if unreadable."""
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB"), label
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
-            raise ValueError(f"{path}: cannot decode image ({error})") from None
+        return open_image(path), label
 
     def subset(self, indices) -> "Subset":
         return Subset(self, indices)

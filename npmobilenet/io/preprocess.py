@@ -15,7 +15,13 @@ import os
 
 import numpy as np
 
-__all__ = ["PRESETS", "preset", "validate_preset", "load_image", "preprocess_image"]
+from ..validate import LIMITS, integer, number
+
+__all__ = ["PRESETS", "preset", "validate_preset", "open_image", "load_image", "preprocess_image"]
+
+# A preset's mean and std are in units of the [0, 1] pixel scale.
+MEAN_RANGE = (-10.0, 10.0)
+STD_RANGE = (1e-3, 100.0)
 
 PRESETS = {
     "torchvision": {"name": "torchvision", "resize": 256, "crop": 224,
@@ -34,21 +40,24 @@ def preset(name: str) -> dict:
 
 
 def validate_preset(p) -> dict:
-    """Check a preset read from a file; returns it. Raises ValueError naming the bad field."""
+    """Check a preset read from a file; returns it. Raises ValueError naming the bad field.
+
+    Sizes are integers up to ``LIMITS["image_side"]`` (a resize of 10^6 would allocate
+    terabytes); mean and std are finite and std is bounded away from 0, so a preset can never
+    turn an image into NaN or infinity.
+    """
     if not isinstance(p, dict):
         raise ValueError(f"preprocess: expected an object, got {type(p).__name__}")
     for key in ("resize", "crop"):
-        if not isinstance(p.get(key), int) or isinstance(p.get(key), bool) or p[key] <= 0:
-            raise ValueError(f"preprocess.{key}: expected a positive integer, got {p.get(key)!r}")
+        integer(f"preprocess.{key}", p.get(key), 1, LIMITS["image_side"])
     if p["crop"] > p["resize"]:
         raise ValueError(f"preprocess: crop {p['crop']} is larger than resize {p['resize']}")
-    for key in ("mean", "std"):
+    for key, (low, high) in (("mean", MEAN_RANGE), ("std", STD_RANGE)):
         value = p.get(key)
-        if not (isinstance(value, list) and len(value) == 3
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        if not (isinstance(value, list) and len(value) == 3):
             raise ValueError(f"preprocess.{key}: expected 3 numbers, got {value!r}")
-    if any(v <= 0 for v in p["std"]):
-        raise ValueError(f"preprocess.std: must be positive, got {p['std']}")
+        for channel, v in enumerate(value):
+            number(f"preprocess.{key}[{channel}]", v, low, high)
     return p
 
 
@@ -80,18 +89,41 @@ def preprocess_image(image, p: dict, dtype=np.float32) -> np.ndarray:
     return ((x - np.asarray(p["mean"], dtype)) / np.asarray(p["std"], dtype)).astype(dtype, copy=False)
 
 
-def load_image(path: os.PathLike | str, p: dict, dtype=np.float32) -> np.ndarray:
-    """Decode an image file with Pillow and preprocess it; (crop, crop, 3).
+def open_image(path: os.PathLike | str):
+    """Decode an image file into an RGB Pillow image, as a camera or scanner meant it.
 
-    Raises FileNotFoundError, or ValueError naming the file when Pillow cannot decode it.
+    The EXIF orientation is applied (a phone photo taken upright is upright), and 16-bit
+    greyscale is scaled to 8 bits rather than clipped. Pillow's pixel limit
+    (``Image.MAX_IMAGE_PIXELS``) guards against decompression bombs. Raises FileNotFoundError,
+    or ValueError naming the file when it cannot be decoded.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such image: {path}")
     try:
         with Image.open(path) as image:
             image.load()
-            return preprocess_image(image, p, dtype)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as error:
         raise ValueError(f"{path}: cannot decode image ({error})") from None
+
+
+def _to_rgb(image):
+    """RGB, with 16- and 32-bit integer greyscale scaled to 8 bits (Pillow would clip it)."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+def load_image(path: os.PathLike | str, p: dict, dtype=np.float32) -> np.ndarray:
+    """Decode an image file (see :func:`open_image`) and preprocess it; (crop, crop, 3).
+
+    Raises FileNotFoundError, or ValueError naming the file when Pillow cannot decode it.
+    """
+    return preprocess_image(open_image(path), p, dtype)

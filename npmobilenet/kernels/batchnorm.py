@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .jit_cache import CACHE
+
 NO_ACTIVATION = np.nan
 _ROWS_PER_CHUNK = 2048
 
@@ -22,7 +24,7 @@ def _chunks(rows: int) -> int:
     return max(1, min(rows // _ROWS_PER_CHUNK, 4 * numba.get_num_threads()))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=CACHE)
 def _channel_sums(x, shift, chunks):
     """Per-chunk sums of (x - shift) and (x - shift)^2, float64: (chunks, C) each."""
     rows, channels = x.shape
@@ -47,7 +49,7 @@ def batch_statistics(x2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return shift + mean_shifted, np.maximum(s2 / rows - mean_shifted * mean_shifted, 0.0)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=CACHE)
 def normalize_activate(x, scale, offset, clip_max, out):
     """out = clip(x * scale + offset, 0, clip_max) per channel (no clip when clip_max is NaN)."""
     rows, channels = x.shape
@@ -66,7 +68,7 @@ def normalize_activate(x, scale, offset, clip_max, out):
 EPILOGUE_PARALLEL_MIN_SIZE = 400_000
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=CACHE)
 def _bias_activate_span(y, bias, clip_max, start, stop):
     activate = not np.isnan(clip_max)
     for i in range(start, stop):
@@ -77,7 +79,7 @@ def _bias_activate_span(y, bias, clip_max, start, stop):
             y[i, c] = v
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=CACHE)
 def _bias_activate_chunks(y, bias, clip_max, chunks):
     rows = y.shape[0]
     per = (rows + chunks - 1) // chunks
@@ -98,7 +100,7 @@ def bias_activate(y2d: np.ndarray, bias: np.ndarray, clip_max) -> np.ndarray:
     return y2d
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=CACHE)
 def _masked_sums(g, x, out, mean, inv_std, clip_max, chunks):
     """Per-channel sums of gm and gm * x_hat, where gm is g masked by the activation."""
     rows, channels = g.shape
@@ -117,7 +119,7 @@ def _masked_sums(g, x, out, mean, inv_std, clip_max, chunks):
     return s1.sum(axis=0), s2.sum(axis=0)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=CACHE)
 def _grad_input(g, x, out, mean, inv_std, scale, sum_g, sum_g_xhat, count, clip_max, batch_stats, gx):
     rows, channels = g.shape
     activate = not np.isnan(clip_max)

@@ -29,6 +29,8 @@ import types
 
 import numba
 import numpy as np
+
+from .jit_cache import CACHE
 from numba import prange
 
 # fastmath without 'reassoc': every loop here vectorises across channels, which needs no
@@ -54,8 +56,8 @@ def _renamed(function, suffix):
 
 def _jit(function):
     """Compile ``function`` twice: a serial and a ``prange``-parallel variant."""
-    serial = numba.njit(fastmath=_FASTMATH, cache=True)(_renamed(function, "_serial"))
-    parallel = numba.njit(fastmath=_FASTMATH, cache=True, parallel=True)(_renamed(function, "_parallel"))
+    serial = numba.njit(fastmath=_FASTMATH, cache=CACHE)(_renamed(function, "_serial"))
+    parallel = numba.njit(fastmath=_FASTMATH, cache=CACHE, parallel=True)(_renamed(function, "_parallel"))
     return serial, parallel
 
 

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from .geometry import Pads
+from .jit_cache import CACHE
 
 
 def _tap_slices(i: int, j: int, out_hw, stride, dilation):
@@ -28,7 +29,7 @@ def pad_nhwc(x: np.ndarray, pads: Pads) -> np.ndarray:
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=CACHE)
 def _im2col_rows(x, kh, kw, sh, sw, dh, dw, top, left, out):
     """x (N, H, W*C) rows; out (N, OH, OW, kh, kw*C). A window row lying inside the input with
     dilation 1 is one run of kw*C contiguous values; other taps go one pixel at a time."""
