@@ -58,7 +58,7 @@ def test_evaluate_prints_accuracy_and_confusion(trained):
 
 def test_bad_data_folder_is_one_clear_line(tmp_path):
     result = npmobilenet("train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.strip() == f"npmobilenet: error: no such data folder: {tmp_path / 'missing'}"
 
 
