@@ -10,6 +10,8 @@ import argparse
 
 from .. import validate
 
+MAX_BATCH = 4096  # images per batch on the command line
+
 
 def integer(low: int | None = None, high: int | None = None):
     """An argparse type: an integer in ``[low, high]``."""

@@ -52,7 +52,9 @@ def one_line(text: str) -> str:
 def describe(error: BaseException) -> tuple[str, int]:
     """The message and exit code for ``error``."""
     if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.errno:
-        return _os_message(error.errno, error.filename, error.strerror), EXIT_FAILURE
+        # A rename names its destination second: that is the path the user gave.
+        path = error.filename2 if error.filename2 is not None else error.filename
+        return _os_message(error.errno, path, error.strerror), EXIT_FAILURE
     code = _os_error_code(error)
     if code is not None:  # safetensors reports OS errors in its own exception's text
         return _os_message(code, None, str(error)), EXIT_FAILURE

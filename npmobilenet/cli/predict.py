@@ -7,6 +7,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import no_grad
 from ..io import class_names, load, load_image
+from .arguments import integer
 from .errors import report
 
 
@@ -18,7 +19,7 @@ def add_parser(subparsers) -> None:
                     "reported by name (exit code 1); the others are still predicted.")
     parser.add_argument("--weights", required=True, metavar="FILE", help="model file")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--topk", type=int, default=5, help="classes to print per image")
+    parser.add_argument("--topk", type=integer(1), default=5, help="classes to print per image")
     parser.add_argument("--labels", metavar="FILE", default=None,
                         help="class names, one a line (default: ImageNet names for 1000- and "
                              "1001-class models)")
@@ -26,8 +27,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.topk < 1:
-        raise ValueError(f"--topk: expected a positive integer, got {args.topk}")
     model = load(args.weights)
     if model.preprocess is None:
         raise ValueError(f"{args.weights}: the model file has no preprocessing preset")

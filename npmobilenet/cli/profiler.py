@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ..model import build_model
 from ..profiler import format_profile, profile_model
+from ..validate import LIMITS
+from .arguments import MAX_BATCH, integer, number
 
 
 def add_parser(subparsers) -> None:
@@ -12,17 +14,15 @@ def add_parser(subparsers) -> None:
         description="Build SPEC, run a random batch and time every node on its own (median of "
                     "--repeats after a warm-up).")
     p.add_argument("spec", help="built-in spec name or JSON path")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=integer(1, MAX_BATCH), default=1)
     p.add_argument("--train", action="store_true", help="training mode, with backward times")
-    p.add_argument("--depth-multiplier", type=float, default=None)
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--depth-multiplier", type=number(0, LIMITS["multiplier"], low_open=True), default=None)
+    p.add_argument("--input-size", type=integer(1, LIMITS["image_side"]), default=None)
+    p.add_argument("--repeats", type=integer(1, 1000), default=5)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if args.batch < 1 or args.repeats < 1:
-        raise ValueError("--batch and --repeats must be positive integers")
     model = build_model(args.spec, depth_multiplier=args.depth_multiplier, input_size=args.input_size, seed=0)
     print(f"{model!r}, batch {args.batch}, {'training' if args.train else 'inference'}")
     print(format_profile(profile_model(model, args.batch, args.train, args.repeats)))
