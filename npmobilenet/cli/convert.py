@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from ..io import convert_file, save
 from ..io.convert import ARCHS, SOURCES
+from ..validate import LIMITS
+from .arguments import number
 
 
 def add_parser(subparsers) -> None:
@@ -17,7 +19,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES,
                         help="framework that wrote SRC")
     parser.add_argument("--arch", required=True, choices=ARCHS, help="architecture of SRC")
-    parser.add_argument("--depth-multiplier", type=float, default=None, metavar="A",
+    parser.add_argument("--depth-multiplier", type=number(0, LIMITS["multiplier"], low_open=True),
+                        default=None, metavar="A",
                         help="width multiplier of SRC (default: inferred from its shapes)")
     parser.add_argument("src", metavar="SRC", help="weights file to read")
     parser.add_argument("dst", metavar="DST", help="model file to write (.safetensors)")
