@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from npmobilenet.kernels import depthwise as dw
-from npmobilenet.kernels.geometry import resolve_padding
+from npmobilenet.geometry import resolve_padding
 
 # (model, H=W, C, stride, times the network uses it) for the 3x3 depthwise layers at 224x224.
 LAYERS = [

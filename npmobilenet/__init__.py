@@ -13,7 +13,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from . import functional
 from .autograd import Tensor, no_grad
 from .model import Model, build_model
-from .spec import available_specs, build_graph, load_spec
+from .architecture import available_specs, build_graph, load_spec
 from .io import convert_file, load, save  # after .model: io builds models
 
 __version__ = "0.1.0"

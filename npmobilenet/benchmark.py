@@ -51,42 +51,24 @@ def _ours(arch: str, kind: str, batch: int):
 
 
 def torch_model(graph):
-    """A torch twin of ``graph`` from torch.nn modules (symmetric padding), for timing only."""
-    import torch
+    """A torch twin of ``graph``: each node's kind builds its torch module (symmetric padding),
+    for timing only."""
     from torch import nn
+
+    from .kinds import KINDS
 
     class Twin(nn.Module):
         def __init__(self):
             super().__init__()
-            self.order, self.inputs, self.blocks = [], {}, nn.ModuleDict()
-            for node in graph.nodes:
-                key = node.name.replace("/", "__")
-                self.order.append((key, node.op))
-                self.inputs[key] = [i.replace("/", "__") for i in node.inputs]
-                a = node.attrs
-                if node.op in ("conv", "depthwise"):
-                    k, groups = a["kernel"], a["in_channels"] if node.op == "depthwise" else 1
-                    layers = [nn.Conv2d(a["in_channels"], a["out_channels"], k, a["stride"],
-                                        padding=k[0] // 2 * a["dilation"], dilation=a["dilation"],
-                                        groups=groups, bias=False), nn.BatchNorm2d(a["out_channels"])]
-                    if a["activation"]:
-                        layers.append(nn.ReLU6() if a["activation"] == "relu6" else nn.ReLU())
-                    self.blocks[key] = nn.Sequential(*layers)
-                elif node.op == "logits":
-                    self.blocks[key] = nn.Linear(graph.node(node.inputs[0]).out_shape[-1], a["num_classes"])
+            self.order = [(node.name.replace("/", "__"), [i.replace("/", "__") for i in node.inputs])
+                          for node in graph.nodes]
+            self.blocks = nn.ModuleDict({node.name.replace("/", "__"): KINDS[node.op].torch(node)
+                                         for node in graph.nodes})
 
         def forward(self, x):
             values = {"input": x}
-            for key, op in self.order:
-                args = [values[i] for i in self.inputs[key]]
-                if op == "add":
-                    values[key] = args[0] + args[1]
-                elif op == "pool":
-                    values[key] = torch.flatten(nn.functional.adaptive_avg_pool2d(args[0], 1), 1)
-                elif op == "dropout":
-                    values[key] = args[0]
-                else:
-                    values[key] = self.blocks[key](args[0])
+            for key, inputs in self.order:
+                values[key] = self.blocks[key](*(values[i] for i in inputs))
             return values[key]
 
     return Twin()

@@ -63,6 +63,17 @@ def relu6(x) -> Tensor:
     return apply("relu6", x)
 
 
+def hard_sigmoid(x) -> Tensor:
+    """relu6(x + 3) * (1/6): MobileNetV3's gate, as Keras writes it (torch's ``Hardsigmoid``
+    divides by 6, which can differ in the last bit). A composite: its gradient is relu6's."""
+    return mul(relu6(add(x, 3.0)), 1.0 / 6.0)
+
+
+def hard_swish(x) -> Tensor:
+    """x * hard_sigmoid(x): MobileNetV3's activation (torch's ``Hardswish``, Keras' hard_swish)."""
+    return mul(x, hard_sigmoid(x))
+
+
 def add(a, b) -> Tensor:
     """a + b with NumPy broadcasting."""
     return apply("add", _as_operand(a, b), _as_operand(b, a))
@@ -140,7 +151,8 @@ def cross_entropy(logits, labels, label_smoothing=0.0) -> Tensor:
 
 
 __all__ = [
-    "conv2d", "depthwise_conv2d", "separable_conv2d", "batch_norm", "relu", "relu6", "add", "mul",
+    "conv2d", "depthwise_conv2d", "separable_conv2d", "batch_norm", "relu", "relu6",
+    "hard_sigmoid", "hard_swish", "add", "mul",
     "matmul", "linear", "reshape", "transpose", "sum", "mean", "avg_pool2d", "global_avg_pool",
     "dropout", "softmax", "log_softmax", "cross_entropy",
 ]

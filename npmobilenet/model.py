@@ -1,7 +1,7 @@
 """A MobileNet built from a graph: named parameters, train/eval, end points, state dicts.
 
-``Model`` walks the graph's nodes in order, running each through the small function registered
-for its op in ``NODE_OPS`` (which call :mod:`npmobilenet.functional`). Trainable parameters are
+``Model`` walks the graph's nodes in order, running each through its kind's ``forward``
+(:data:`npmobilenet.kinds.KINDS`, built from :mod:`npmobilenet.functional`). Trainable parameters are
 Tensors ``"{node}/{param}"``; batch-norm moving statistics are plain ndarray buffers, updated in
 place in training mode and saved in the state dict, but not returned by ``parameters()``.
 """
@@ -13,64 +13,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import functional as F
 from . import memory
+from .architecture import Graph, expand, load_spec, resolve_options
+from .architecture.graph import INPUT
 from .autograd import Tensor, is_grad_enabled, no_grad
 from .inference import InferencePlan
 from .init import init_parameters
-from .spec import Graph, load_spec, resolve_options
-from .spec.graph import INPUT, SLIM_POOL_KERNEL, expand
-
-
-def _conv(model: "Model", node, x) -> Tensor:
-    a = node.attrs
-    y = F.conv2d(x, model.param(node, "weights"), a["stride"], a["padding"], a["dilation"])
-    return _batch_norm(model, node, y)
-
-
-def _depthwise(model: "Model", node, x) -> Tensor:
-    a = node.attrs
-    y = F.depthwise_conv2d(x, model.param(node, "weights"), a["stride"], a["padding"], a["dilation"])
-    return _batch_norm(model, node, y)
-
-
-def _batch_norm(model: "Model", node, y) -> Tensor:
-    bn = node.attrs["batch_norm"]
-    return F.batch_norm(y, model.param(node, "BatchNorm/gamma"), model.param(node, "BatchNorm/beta"),
-                        model.buffer(node, "BatchNorm/moving_mean"),
-                        model.buffer(node, "BatchNorm/moving_variance"),
-                        training=model.training and node.name not in model.frozen,
-                        momentum=bn["momentum"], eps=bn["eps"], activation=node.attrs["activation"])
-
-
-def _add(model: "Model", node, a, b) -> Tensor:
-    return F.add(a, b)
-
-
-def _pool(model: "Model", node, x) -> Tensor:
-    if node.attrs["mode"] == "global":
-        return F.global_avg_pool(x)
-    # slim: a 7x7 VALID pool, the kernel shrunk to the map for small inputs; must reach 1x1.
-    n, h, w, c = x.shape
-    kernel = (min(h, SLIM_POOL_KERNEL), min(w, SLIM_POOL_KERNEL))
-    pooled = F.avg_pool2d(x, kernel, node.attrs["stride"], "VALID")
-    if pooled.shape[1:3] != (1, 1):
-        raise ValueError(f"x: the input gives {h}x{w} features, which slim's 7x7 "
-                         f"average pool reduces to {pooled.shape[1]}x{pooled.shape[2]}, not 1x1; "
-                         f"build the model with global_pool=True")
-    return F.reshape(pooled, (n, c))
-
-
-def _dropout(model: "Model", node, x) -> Tensor:
-    return F.dropout(x, node.attrs["rate"], training=model.training, rng=model.dropout_rng)
-
-
-def _logits(model: "Model", node, x) -> Tensor:
-    return F.linear(x, model.param(node, "weights"), model.param(node, "biases"))
-
-
-NODE_OPS = {"conv": _conv, "depthwise": _depthwise, "add": _add, "pool": _pool,
-            "dropout": _dropout, "logits": _logits}
+from .kinds import KINDS
 
 
 class LoadResult(NamedTuple):
@@ -79,7 +28,7 @@ class LoadResult(NamedTuple):
 
 
 class Model:
-    """Runs a :class:`~npmobilenet.spec.Graph` with named parameters.
+    """Runs a :class:`~npmobilenet.architecture.Graph` with named parameters.
 
     Parameters
     ----------
@@ -154,21 +103,21 @@ class Model:
     def _run_plan(self, start: str, data: np.ndarray) -> Tensor:
         if self._plan is None:
             arrays = {name: p.data for name, p in self._params.items()}
-            self._plan = InferencePlan(self.graph, {**arrays, **self._buffers}, self._fallback)
+            self._plan = InferencePlan(self.graph, {**arrays, **self._buffers}, self._forward_node)
         with no_grad():
             values = self._plan(data, start)
         self.end_points = {name: Tensor(value) for name, value in values.items()}
         return self.end_points[self.graph.output]
 
-    def _fallback(self, node, *inputs) -> np.ndarray:
-        return NODE_OPS[node.op](self, node, *inputs).data
+    def _forward_node(self, node, *inputs) -> Tensor:
+        return KINDS[node.op].forward(self, node, *inputs)
 
     def _run_ops(self, start: str, value: Tensor) -> Tensor:
         values = {start: value}
         names = [node.name for node in self.graph.nodes]
         first = 0 if start == INPUT else names.index(start) + 1
         for node in self.graph.nodes[first:]:
-            values[node.name] = NODE_OPS[node.op](self, node, *(values[i] for i in node.inputs))
+            values[node.name] = self._forward_node(node, *(values[i] for i in node.inputs))
         values.pop(INPUT, None)
         self.end_points = values
         return values[self.graph.output]
@@ -294,7 +243,7 @@ class Model:
 def build_model(spec_or_name, *, dtype=np.float32, seed=None, **options) -> Model:
     """Build a model from a spec (built-in name, JSON path or dict) and build options.
 
-    Options are those of :func:`npmobilenet.spec.build_graph` (depth_multiplier, min_depth,
+    Options are those of :func:`npmobilenet.architecture.build_graph` (depth_multiplier, min_depth,
     input_size, num_classes, output_stride, padding, activation, bn_eps, bn_momentum, dropout,
     global_pool, final_endpoint, init, ...); ``seed`` seeds the initialiser and dropout.
     """
@@ -312,4 +261,4 @@ def build_model(spec_or_name, *, dtype=np.float32, seed=None, **options) -> Mode
     return model
 
 
-__all__ = ["LoadResult", "Model", "NODE_OPS", "build_model"]
+__all__ = ["LoadResult", "Model", "build_model"]

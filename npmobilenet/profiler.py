@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .architecture.graph import INPUT
 from .autograd import Tensor, no_grad
-from .model import NODE_OPS, Model
-from .spec.graph import INPUT
+from .kinds import KINDS
+from .model import Model
 
 
 @dataclass
@@ -50,12 +51,13 @@ def profile_model(model: Model, batch: int, train: bool = False, repeats: int = 
         for attempt in range(repeats + 1):
             # The image needs no gradient, as in training; every activation does.
             tensors = [Tensor(a, requires_grad=train and name != INPUT) for a, name in zip(inputs, node.inputs)]
+            forward_node = KINDS[node.op].forward
             start = time.perf_counter()
             if train:
-                out = NODE_OPS[node.op](model, node, *tensors)
+                out = forward_node(model, node, *tensors)
             else:
                 with no_grad():
-                    out = NODE_OPS[node.op](model, node, *tensors)
+                    out = forward_node(model, node, *tensors)
             middle = time.perf_counter()
             if train and out.requires_grad:
                 out.backward(np.ones_like(out.data))
@@ -74,13 +76,13 @@ def format_profile(timings: list[NodeTiming]) -> str:
     """A table of nodes with their times, share of the total, MACs and GFLOP/s."""
     train = timings[0].backward_ms is not None
     total = sum(t.forward_ms + (t.backward_ms or 0.0) for t in timings)
-    header = f"{'node':32s} {'op':9s} {'forward ms':>10s}" + (f" {'backward ms':>11s}" if train else "")
+    header = f"{'node':32s} {'op':14s} {'forward ms':>10s}" + (f" {'backward ms':>11s}" if train else "")
     lines = [header + f" {'share':>6s} {'MMACs':>9s} {'GFLOP/s':>8s}", "-" * (len(header) + 26)]
     for t in timings:
         spent = t.forward_ms + (t.backward_ms or 0.0)
-        row = f"{t.name:32s} {t.op:9s} {t.forward_ms:10.3f}" + (f" {t.backward_ms:11.3f}" if train else "")
+        row = f"{t.name:32s} {t.op:14s} {t.forward_ms:10.3f}" + (f" {t.backward_ms:11.3f}" if train else "")
         lines.append(row + f" {100 * spent / total:5.1f}% {t.macs / 1e6:9.1f} {t.gflops:8.1f}")
     forward = sum(t.forward_ms for t in timings)
-    summary = f"{'total':32s} {'':9s} {forward:10.3f}" + (f" {total - forward:11.3f}" if train else "")
+    summary = f"{'total':32s} {'':14s} {forward:10.3f}" + (f" {total - forward:11.3f}" if train else "")
     lines += ["-" * (len(header) + 26), summary]
     return "\n".join(lines)

@@ -2,6 +2,8 @@
 path: same logits and end points, taken exactly when nothing is recorded, never stale, and
 never overwriting an array a caller still holds."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,12 +11,12 @@ import npmobilenet.functional as F
 from npmobilenet import build_model, no_grad
 from npmobilenet.io import convert_file
 from npmobilenet.kernels.batchnorm import bias_activate
-from npmobilenet.model import NODE_OPS
+from npmobilenet.architecture import available_specs, build_graph
+from npmobilenet.kinds import KINDS
 from npmobilenet.optim import SGD
 from tests.io.conftest import CASES as FIXTURE_CASES
 from tests.io.conftest import FIXTURES, SIZES
 
-COMPILED_OPS = ("conv", "depthwise", "add")
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
 MODELS = {  # name: (spec, options, height, width)
     "v1-SAME-odd": ("mobilenet_v1", {"padding": "SAME"}, 67, 53),
@@ -58,13 +60,24 @@ def _ops_path(model, x):
         model.fast_inference = True
 
 
-@pytest.fixture
-def ops_forbidden(monkeypatch):
-    """Make the op-by-op functions of the compiled node types fail if they are called."""
+def _forbid_op_path(patch):
+    """Make every compiled kind's op-by-op forward fail if it is called."""
     def forbidden(*_):
         raise AssertionError("the op-by-op path ran a node the inference plan compiles")
-    for op in COMPILED_OPS:
-        monkeypatch.setitem(NODE_OPS, op, forbidden)
+    for name, kind in list(KINDS.items()):
+        if kind.compile is not None:
+            patch.setitem(KINDS, name, dataclasses.replace(kind, forward=forbidden))
+
+
+@pytest.fixture
+def ops_forbidden(monkeypatch):
+    _forbid_op_path(monkeypatch)
+
+
+@pytest.mark.parametrize("spec", available_specs())
+def test_the_plan_compiles_every_kind_of_every_built_in_spec(spec):
+    uncompiled = {node.op for node in build_graph(spec).nodes if KINDS[node.op].compile is None}
+    assert not uncompiled
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -73,8 +86,7 @@ def test_plan_matches_op_path_everywhere(name, dtype, monkeypatch):
     model, x = _model(name, dtype)
     expected, expected_points = _ops_path(model, x)
     with monkeypatch.context() as patch:
-        for op in COMPILED_OPS:
-            patch.setitem(NODE_OPS, op, None)  # the plan must not need them
+        _forbid_op_path(patch)  # the plan must not need them
         with no_grad():
             out = model(x)
     assert out.dtype == dtype and out.shape == expected.shape

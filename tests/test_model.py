@@ -8,9 +8,9 @@ import pytest
 
 from npmobilenet.autograd import Tensor, no_grad
 from npmobilenet.model import build_model
-from npmobilenet.spec import build_graph
+from npmobilenet.architecture import build_graph
 
-SPECS = Path(__file__).parent / "spec"
+SPECS = Path(__file__).parent / "architecture"
 
 
 def _images(n, size, dtype=np.float32, seed=0):

@@ -12,7 +12,7 @@ import torch
 
 import npmobilenet.functional as F
 from npmobilenet.model import build_model
-from npmobilenet.spec import load_spec
+from npmobilenet.architecture import load_spec
 from tests.ops import torch_twins as tt
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..spec import build_graph
+from ..architecture import build_graph
 from ..validate import LIMITS
 from .arguments import integer, number
 

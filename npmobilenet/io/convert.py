@@ -1,8 +1,9 @@
 """Convert torchvision and Keras MobileNet weights into npmobilenet models.
 
-Each source has a naming table from our graph's node names (docs/architecture.md) to the source's
-tensor names, and a layout transform per tensor kind (ours: HWIO convolutions, ``(kh, kw, C, 1)``
-depthwise, ``(in, out)`` logits), plus the build options that reproduce the source's arithmetic:
+For each node of our graph, :mod:`.naming` says where the source framework keeps it (name
+prefixes) and the node's kind says how its tensors are named under those prefixes and laid out
+(:attr:`npmobilenet.kinds.NodeKind.sources`). Each source also has the build options that
+reproduce its arithmetic:
 
 ============  ===========  ======  =================================================  ==========
 source        arch         bn eps  padding                                            preprocess
@@ -19,14 +20,15 @@ multipliers whose graph has exactly the file's tensor shapes is used.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..architecture import build_graph
+from ..kinds import KINDS, SourceLayout
 from ..model import Model, build_model
-from ..spec import build_graph
+from . import naming
 from .keras_h5 import read_keras_h5
 from .preprocess import preset
 from .torch_pickle import read_torch_state_dict
@@ -39,103 +41,47 @@ MULTIPLIERS = (1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4)
 
 
 @dataclass(frozen=True)
-class _Layout:
-    """Turns a source tensor into ours; ``source_shape`` gives the shape it must have."""
+class _Source:
+    """One framework's model of one architecture: its tensor names and its arithmetic."""
 
-    to_ours: Callable[[np.ndarray], np.ndarray]
-    source_shape: Callable[[tuple], tuple]
-
-
-def _permute(axes: tuple[int, ...]) -> _Layout:
-    inverse = tuple(int(i) for i in np.argsort(axes))
-    return _Layout(lambda a: np.transpose(a, axes), lambda ours: tuple(ours[i] for i in inverse))
+    convention: str  # the naming convention of the node kinds' ``sources``: "torch" or "keras"
+    naming: Callable[[str], dict | None]
+    options: dict  # build options that reproduce the source's arithmetic
+    preprocess: str
+    classifier_bias: str  # gives the number of classes
 
 
-_SAME = _Layout(lambda a: a, lambda ours: ours)
-_TORCH_CONV = _permute((2, 3, 1, 0))  # (O, I, kh, kw) -> (kh, kw, I, O)
-_TORCH_DEPTHWISE = _permute((2, 3, 0, 1))  # (C, 1, kh, kw) -> (kh, kw, C, 1)
-_TORCH_LINEAR = _permute((1, 0))  # (out, in) -> (in, out)
-_KERAS_1X1_LOGITS = _Layout(lambda a: a.reshape(a.shape[-2:]), lambda ours: (1, 1, *ours))
-
-_BN_TORCH = {"BatchNorm/gamma": "weight", "BatchNorm/beta": "bias",
-             "BatchNorm/moving_mean": "running_mean", "BatchNorm/moving_variance": "running_var"}
-_BN_KERAS = {"BatchNorm/gamma": "gamma", "BatchNorm/beta": "beta",
-             "BatchNorm/moving_mean": "moving_mean", "BatchNorm/moving_variance": "moving_variance"}
-
-
-def _torchvision_v2_names(node: str) -> tuple[str, str] | None:
-    """Our v2 node -> (torchvision conv prefix, its batch-norm prefix)."""
-    if node == "Conv":
-        return "features.0.0", "features.0.1"
-    if node == "Conv_1":
-        return "features.18.0", "features.18.1"
-    match = re.fullmatch(r"expanded_conv(?:_(\d+))?/(expand|depthwise|project)", node)
-    if match is None:
-        return None
-    block, part = int(match.group(1) or 0) + 1, match.group(2)
-    if block == 1:  # no expansion: conv.0 = depthwise ConvBNReLU, conv.1 = project, conv.2 = BN
-        index = {"depthwise": ("conv.0.0", "conv.0.1"), "project": ("conv.1", "conv.2")}[part]
-    else:
-        index = {"expand": ("conv.0.0", "conv.0.1"), "depthwise": ("conv.1.0", "conv.1.1"),
-                 "project": ("conv.2", "conv.3")}[part]
-    return f"features.{block}.{index[0]}", f"features.{block}.{index[1]}"
+_TORCHVISION = {"padding": "symmetric", "bn_eps": 1e-5, "bn_momentum": 0.1, "dropout": 0.2,
+                "global_pool": True}
+SOURCE_MODELS = {
+    ("torchvision", "mobilenet_v2"): _Source("torch", naming.torchvision_v2, _TORCHVISION,
+                                             "torchvision", "classifier.1.bias"),
+    # Keras v1: int(depth * alpha) with no minimum, GAP head, momentum 0.99
+    ("keras", "mobilenet_v1"): _Source(
+        "keras", naming.keras_v1, {"padding": "keras", "bn_eps": 1e-3, "bn_momentum": 0.01,
+                                   "dropout": 0.001, "global_pool": True, "min_depth": 1},
+        "keras", "conv_preds/bias"),
+    ("keras", "mobilenet_v2"): _Source(
+        "keras", naming.keras_v2, {"padding": "SAME", "bn_eps": 1e-3, "bn_momentum": 0.001,
+                                   "dropout": 0.0, "global_pool": True},
+        "keras", "predictions/bias"),
+}
 
 
-def _keras_v1_names(node: str) -> tuple[str, str] | None:
-    if node == "Conv2d_0":
-        return "conv1", "conv1_bn"
-    match = re.fullmatch(r"Conv2d_(\d+)_(depthwise|pointwise)", node)
-    if match is None:
-        return None
-    layer = f"conv_{'dw' if match.group(2) == 'depthwise' else 'pw'}_{match.group(1)}"
-    return layer, f"{layer}_bn"
-
-
-def _keras_v2_names(node: str) -> tuple[str, str] | None:
-    if node in ("Conv", "Conv_1"):
-        return ("Conv1", "bn_Conv1") if node == "Conv" else ("Conv_1", "Conv_1_bn")
-    match = re.fullmatch(r"expanded_conv(?:_(\d+))?/(expand|depthwise|project)", node)
-    if match is None:
-        return None
-    prefix = f"block_{match.group(1)}_" if match.group(1) else "expanded_conv_"
-    return prefix + match.group(2), f"{prefix}{match.group(2)}_BN"
-
-
-def _plan(source: str, arch: str, shapes: Mapping[str, tuple]) -> dict[str, tuple[str, _Layout]]:
+def _plan(source: _Source, graph) -> dict[str, tuple[str, SourceLayout]]:
     """Our state-dict key -> (source tensor name, layout), for every key of the graph."""
-    naming = {("torchvision", "mobilenet_v2"): _torchvision_v2_names,
-              ("keras", "mobilenet_v1"): _keras_v1_names,
-              ("keras", "mobilenet_v2"): _keras_v2_names}[(source, arch)]
     plan = {}
-    for key in shapes:
-        if key.startswith("Logits/"):
-            param = key.split("/")[1]
-            if source == "torchvision":
-                plan[key] = (f"classifier.1.{'weight' if param == 'weights' else 'bias'}",
-                             _TORCH_LINEAR if param == "weights" else _SAME)
-            else:
-                layer = "conv_preds" if arch == "mobilenet_v1" else "predictions"
-                kernel_layout = _KERAS_1X1_LOGITS if arch == "mobilenet_v1" else _SAME
-                plan[key] = (f"{layer}/{'kernel' if param == 'weights' else 'bias'}",
-                             kernel_layout if param == "weights" else _SAME)
+    for node in graph.nodes:
+        keys = [*node.layout.params, *node.layout.buffers]
+        if not keys:
             continue
-        # "{node}/weights" or "{node}/BatchNorm/{stat}", where node may itself contain "/"
-        node, _, param = key.partition("/BatchNorm/") if "/BatchNorm/" in key else key.rpartition("/")
-        names = naming(node)
-        if names is None:
-            raise ValueError(f"no {source} name for {key!r}")
-        conv, bn = names
-        if param != "weights":
-            bn_key = f"BatchNorm/{param}"
-            if source == "torchvision":
-                plan[key] = (f"{bn}.{_BN_TORCH[bn_key]}", _SAME)
-            else:
-                plan[key] = (f"{bn}/{_BN_KERAS[bn_key]}", _SAME)
-        elif source == "torchvision":
-            layout = _TORCH_DEPTHWISE if node.endswith("depthwise") else _TORCH_CONV
-            plan[key] = (f"{conv}.weight", layout)
-        else:
-            plan[key] = (f"{conv}/kernel", _SAME)
+        prefixes = source.naming(node.name)
+        if prefixes is None:
+            raise ValueError(f"no {source.convention} name for node {node.name!r}")
+        names = KINDS[node.op].sources[source.convention]
+        for key in keys:
+            template, layout = names[key]
+            plan[f"{node.name}/{key}"] = (template.format(**prefixes), layout)
     return plan
 
 
@@ -148,34 +94,21 @@ def _flatten_keras(layers: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, 
     return flat
 
 
-def _build_options(source: str, arch: str) -> dict:
-    if source == "torchvision":
-        return {"padding": "symmetric", "bn_eps": 1e-5, "bn_momentum": 0.1, "dropout": 0.2,
-                "global_pool": True}
-    if arch == "mobilenet_v1":  # Keras: int(depth * alpha) with no minimum, GAP head, momentum 0.99
-        return {"padding": "keras", "bn_eps": 1e-3, "bn_momentum": 0.01, "dropout": 0.001,
-                "global_pool": True, "min_depth": 1}
-    return {"padding": "SAME", "bn_eps": 1e-3, "bn_momentum": 0.001, "dropout": 0.0,
-            "global_pool": True}
-
-
-def _num_classes(source: str, arch: str, tensors: Mapping[str, np.ndarray]) -> int:
-    name = {"torchvision": "classifier.1.bias", "keras": "conv_preds/bias"
-            if arch == "mobilenet_v1" else "predictions/bias"}[source]
-    if name not in tensors:
-        raise ValueError(f"missing tensor {name!r} (the classifier's bias, which gives the number "
-                         f"of classes): is this a {source} {arch} file with its top?")
-    return int(np.shape(tensors[name])[0])
+def _num_classes(source: _Source, name: str, tensors: Mapping[str, np.ndarray]) -> int:
+    if source.classifier_bias not in tensors:
+        raise ValueError(f"missing tensor {source.classifier_bias!r} (the classifier's bias, which "
+                         f"gives the number of classes): is this a {name} file with its top?")
+    return int(np.shape(tensors[source.classifier_bias])[0])
 
 
 def _mismatches(plan, param_shapes, tensors) -> list[str]:
     problems = []
     for key, (name, layout) in plan.items():
-        expected = layout.source_shape(tuple(param_shapes[key]))
+        accepted = layout.source_shapes(tuple(param_shapes[key]))
         if name not in tensors:
-            problems.append(f"missing tensor {name!r} (for {key}, expected shape {expected})")
-        elif tuple(np.shape(tensors[name])) != expected:
-            problems.append(f"tensor {name!r} (for {key}): expected shape {expected}, "
+            problems.append(f"missing tensor {name!r} (for {key}, expected shape {accepted[0]})")
+        elif tuple(np.shape(tensors[name])) not in accepted:
+            problems.append(f"tensor {name!r} (for {key}): expected shape {accepted[0]}, "
                             f"found {tuple(np.shape(tensors[name]))}")
     return problems
 
@@ -199,15 +132,18 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
         raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
     if arch not in ARCHS:
         raise ValueError(f"arch: expected one of {ARCHS}, got {arch!r}")
-    if (source, arch) == ("torchvision", "mobilenet_v1"):
-        raise ValueError("arch: torchvision has no MobileNet v1; use --arch mobilenet_v2")
-    options = {**_build_options(source, arch), "num_classes": _num_classes(source, arch, tensors)}
+    if (source, arch) not in SOURCE_MODELS:
+        offered = ", ".join(a for s, a in SOURCE_MODELS if s == source)
+        raise ValueError(f"arch: {source} has no {arch} (it offers {offered})")
+    model_source = SOURCE_MODELS[(source, arch)]
+    options = {**model_source.options,
+               "num_classes": _num_classes(model_source, f"{source} {arch}", tensors)}
     candidates = MULTIPLIERS if depth_multiplier is None else (depth_multiplier,)
     first_problems = None
     for alpha in candidates:
         graph = build_graph(arch, depth_multiplier=alpha, **options)
         shapes = {**graph.parameter_shapes(), **graph.buffer_shapes()}
-        plan = _plan(source, arch, shapes)
+        plan = _plan(model_source, graph)
         problems = _mismatches(plan, shapes, tensors)
         if not problems:
             break
@@ -227,7 +163,7 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     model = build_model(arch, dtype=dtype, depth_multiplier=alpha, **options)
     model.load_state_dict({key: layout.to_ours(np.asarray(tensors[name]))
                            for key, (name, layout) in plan.items()})
-    model.preprocess = preset("torchvision" if source == "torchvision" else "keras")
+    model.preprocess = preset(model_source.preprocess)
     return model.eval()
 
 

@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 
 from ..model import Model, build_model
-from ..spec import load_spec
+from ..architecture import load_spec
 from .preprocess import validate_preset
 
 __all__ = ["save", "load", "load_training_state", "FORMAT", "FORMAT_VERSION"]

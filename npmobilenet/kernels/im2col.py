@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .geometry import Pads
+from ..geometry import Pads
 from .jit_cache import CACHE
 
 

@@ -6,30 +6,15 @@ output channel c*M + m; g is the gradient of the output (N, OH, OW, Cout).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..geometry import ConvGeometry, resolve_geometry
 from ..kernels import depthwise as dw
-from ..kernels.geometry import Pads, conv_output_hw, pair, resolve_padding
 from ..kernels.im2col import col2im, im2col
 from .registry import register
 
 
-@dataclass(frozen=True)
-class ConvGeometry:
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    pads: Pads
-    out_hw: tuple[int, int]
-
-    @property
-    def is_pointwise_gemm(self) -> bool:
-        """A 1x1 kernel over the unpadded, unstrided input: one GEMM on the NHWC view."""
-        return self.stride == (1, 1) and not any(self.pads)
-
-
-def conv_geometry(op: str, x: np.ndarray, w: np.ndarray, stride, padding, dilation) -> ConvGeometry:
+def checked_geometry(op: str, x: np.ndarray, w: np.ndarray, stride, padding, dilation) -> ConvGeometry:
     """Validate a convolution's operands and resolve its geometry, naming ``op`` in errors."""
     if x.ndim != 4:
         raise ValueError(f"{op}: x must be NHWC (N, H, W, C), got shape {x.shape}")
@@ -42,27 +27,40 @@ def conv_geometry(op: str, x: np.ndarray, w: np.ndarray, stride, padding, dilati
     if 0 in w.shape:
         raise ValueError(f"{op}: w has an empty dimension, shape {w.shape}")
     try:
-        stride = pair(stride, "stride")
-        dilation = pair(dilation, "dilation")
-        pads = resolve_padding(padding, x.shape[1:3], w.shape[:2], stride, dilation)
-        out_hw = conv_output_hw(x.shape[1:3], w.shape[:2], stride, dilation, pads, what="x")
+        return resolve_geometry(x.shape[1:3], w.shape[:2], stride, padding, dilation)
     except ValueError as error:
         raise ValueError(f"{op}: {error} (x {x.shape}, w {w.shape})") from None
-    return ConvGeometry(stride, dilation, pads, out_hw)
 
 
-def conv2d_forward(x, w, stride=1, padding="SAME", dilation=1):
-    geometry = conv_geometry("conv2d", x, w, stride, padding, dilation)
+def node_geometry(attrs: dict, in_hw) -> ConvGeometry:
+    """The geometry of a conv/depthwise graph node (its attrs) on an ``in_hw`` input."""
+    return resolve_geometry(in_hw, tuple(attrs["kernel"]), attrs["stride"], attrs["padding"],
+                            attrs["dilation"], what=f"input {in_hw[0]}x{in_hw[1]}")
+
+
+def conv2d_compute(x, w, geometry: ConvGeometry, out=None, columns=None):
+    """The full convolution both paths run: im2col (skipped for a 1x1 GEMM view) and one GEMM.
+
+    ``out`` (N, OH, OW, Cout) and ``columns`` (N, OH, OW, kh, kw, Cin) are optional
+    C-contiguous buffers to write into. Returns (out, the (N*OH*OW, kh*kw*Cin) columns).
+    """
     kh, kw, cin, cout = w.shape
     n = x.shape[0]
     oh, ow = geometry.out_hw
-    w2d = w.reshape(kh * kw * cin, cout)
-    if (kh, kw) == (1, 1) and geometry.is_pointwise_gemm:
-        columns = x.reshape(n * oh * ow, cin)  # a view: no copy
+    if geometry.is_gemm_view:
+        columns2d = x.reshape(n * oh * ow, cin)  # a view: no copy
     else:
-        columns = im2col(x, (kh, kw), geometry.stride, geometry.dilation, geometry.pads,
-                         geometry.out_hw).reshape(n * oh * ow, kh * kw * cin)
-    out = (columns @ w2d).reshape(n, oh, ow, cout)
+        columns2d = im2col(x, (kh, kw), geometry.stride, geometry.dilation, geometry.pads,
+                           geometry.out_hw, out=columns).reshape(n * oh * ow, kh * kw * cin)
+    if out is None:
+        out = np.empty((n, oh, ow, cout), x.dtype)
+    np.matmul(columns2d, w.reshape(kh * kw * cin, cout), out=out.reshape(n * oh * ow, cout))
+    return out, columns2d
+
+
+def conv2d_forward(x, w, stride=1, padding="SAME", dilation=1):
+    geometry = checked_geometry("conv2d", x, w, stride, padding, dilation)
+    out, columns = conv2d_compute(x, w, geometry)
     return out, (columns, x.shape, w, geometry)
 
 
@@ -73,7 +71,7 @@ def conv2d_vjp(g, saved, needs):
     gx = gw = None
     if needs[0]:
         gcolumns = g2d @ w.reshape(-1, cout).T  # (N*OH*OW, kh*kw*Cin)
-        if (kh, kw) == (1, 1) and geometry.is_pointwise_gemm:
+        if geometry.is_gemm_view:
             gx = gcolumns.reshape(x_shape)
         else:
             n, oh, ow = g.shape[:3]
@@ -88,7 +86,7 @@ register("conv2d", ("x", "w"), conv2d_vjp)(conv2d_forward)
 
 
 def depthwise_conv2d_forward(x, w, stride=1, padding="SAME", dilation=1):
-    geometry = conv_geometry("depthwise_conv2d", x, w, stride, padding, dilation)
+    geometry = checked_geometry("depthwise_conv2d", x, w, stride, padding, dilation)
     out = dw.depthwise_forward(x, w, geometry.stride, geometry.dilation, geometry.pads)
     return out, (x, w, geometry)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.geometry import conv_output_hw, pair, resolve_padding
+from ..geometry import conv_output_hw, pair, resolve_padding
 from ..kernels.im2col import _tap_slices, pad_nhwc
 from .registry import register
 

@@ -5,7 +5,7 @@
 - ``check_against_reference``: another implementation of an op, in its own layout, against ours.
 """
 
-from ..kernels.geometry import resolve_padding
+from ..geometry import resolve_padding
 from .gradcheck import GradientMismatch, check_grad
 from .reference import ReferenceMismatch, check_against_reference
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from ..kernels.geometry import conv_output_hw, resolve_padding
+from ..geometry import conv_output_hw, resolve_padding
 
 PADDING_FORMS = ("SAME", "VALID", "int", "explicit")
 

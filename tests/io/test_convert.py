@@ -73,7 +73,7 @@ def test_the_fixtures_discriminate_eps_and_padding():
     data = np.load(FIXTURES / "expected_torchvision_mobilenet_v2.npz")
     model = convert_state("torchvision", "mobilenet_v2", tensors)
     for node in model.graph.nodes:
-        if "batch_norm" in node.attrs:
+        if node.attrs.get("batch_norm"):
             node.attrs["batch_norm"] = {**node.attrs["batch_norm"], "eps": 1e-3}
     assert relative_error(model(data["x_64x64"]).data, data["logits_64x64"]) > 1e-3
 
@@ -93,7 +93,7 @@ def test_wrong_arch_names_the_tensor():
     tensors["conv_preds/bias"] = tensors["predictions/bias"]
     with pytest.raises(ValueError, match=r"missing tensor 'conv1/kernel'"):
         convert_state("keras", "mobilenet_v1", tensors)
-    with pytest.raises(ValueError, match="torchvision has no MobileNet v1"):
+    with pytest.raises(ValueError, match="torchvision has no mobilenet_v1"):
         convert_file("torchvision", "mobilenet_v1", FIXTURES / "torchvision_mobilenet_v2.pth")
 
 

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from npmobilenet.kernels.geometry import conv_output_hw, resolve_padding
+from npmobilenet.geometry import conv_output_hw, resolve_padding
 from npmobilenet.kernels.im2col import col2im, im2col
 
 GEOMETRIES = [g for g in itertools.product(

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 import npmobilenet as nm
 from npmobilenet.io.preprocess import open_image
 from npmobilenet.memory import InsufficientMemory
-from npmobilenet.spec import load_spec
+from npmobilenet.architecture import load_spec
 
 from .cli import assert_one_line_error, run_cli
 

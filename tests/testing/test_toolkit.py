@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from npmobilenet.kernels.geometry import pair
+from npmobilenet.geometry import pair
 from npmobilenet.ops import REGISTRY, apply
 from npmobilenet.ops.registry import Op
 from npmobilenet.testing import (GradientMismatch, ReferenceMismatch, check_against_reference,

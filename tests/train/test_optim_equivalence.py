@@ -8,7 +8,7 @@ import torch
 import npmobilenet.functional as F
 from npmobilenet.model import build_model
 from npmobilenet.optim import SGD, Adam, RMSProp
-from npmobilenet.spec import load_spec
+from npmobilenet.architecture import load_spec
 from tests.test_model_torch import twin_forward
 
 STEPS = 20

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from .graph import Graph, Node, expand, make_divisible
-from .options import Options, resolve_options
 from ..validate import LIMITS
+from .builder import make_divisible
+from .expand import expand
+from .graph import Graph, Node
+from .options import Options, resolve_options
 from .schema import validate_spec
 
 

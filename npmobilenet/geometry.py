@@ -1,4 +1,5 @@
-"""Convolution geometry: padding rules and output sizes, shared by every windowed op.
+"""Convolution geometry: padding rules and output sizes, shared by every windowed op, the graph
+builder and the testing strategies.
 
 Axis legend: N batch, H/W input height/width, OH/OW output height/width, kh/kw kernel size,
 s stride, d dilation. Padding is always resolved to ``(top, bottom, left, right)``.
@@ -7,6 +8,7 @@ s stride, d dilation. Padding is always resolved to ``(top, bottom, left, right)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 Pads = tuple[int, int, int, int]
 
@@ -79,3 +81,33 @@ def conv_output_hw(in_hw: tuple[int, int], kernel: tuple[int, int], stride: tupl
                 f"smaller than the kernel span {effective_kernel(k, d)} (kernel {k}, dilation {d})")
         out.append(output_size(size, k, s, d, before, after))
     return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A convolution's resolved geometry for one input size."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: Pads
+    out_hw: tuple[int, int]
+
+    @property
+    def is_gemm_view(self) -> bool:
+        """A 1x1 kernel over the unpadded, unstrided input: one GEMM on the NHWC view."""
+        return self.kernel == (1, 1) and self.stride == (1, 1) and not any(self.pads)
+
+
+def resolve_geometry(in_hw: tuple[int, int], kernel, stride, padding, dilation,
+                     what: str = "x") -> ConvGeometry:
+    """Resolve a convolution's geometry on an ``in_hw`` input, naming ``what`` in errors.
+
+    ``padding`` may also be a JSON list ``[[top, bottom], [left, right]]`` (as graphs store it).
+    """
+    kernel, stride, dilation = pair(kernel, "kernel"), pair(stride, "stride"), pair(dilation, "dilation")
+    if isinstance(padding, list):
+        padding = tuple(tuple(p) if isinstance(p, list) else p for p in padding)
+    pads = resolve_padding(padding, tuple(in_hw), kernel, stride, dilation)
+    out_hw = conv_output_hw(tuple(in_hw), kernel, stride, dilation, pads, what=what)
+    return ConvGeometry(kernel, stride, dilation, pads, out_hw)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from npmobilenet.spec import build_graph, load_spec
+from npmobilenet.architecture import build_graph, load_spec
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _with(spec, edit):
     (lambda s: s["body"][4].pop("depth"), "body[4].depth: required field is missing"),
     (lambda s: s["body"][4].update(depht=3), "body[4].depht: unknown field"),
     (lambda s: s.update(body=[]), "body: expected a non-empty list of layers, got []"),
-    (lambda s: s.update(family="v3"), 'family: expected one of "v1", "v2", got "v3"'),
+    (lambda s: s.update(family="v9"), 'family: expected one of "v1", "v2", "v3", "v4", got "v9"'),
     (lambda s: s["defaults"].update(padding="same"),
      'defaults.padding: expected one of "SAME", "symmetric", "keras", got "same"'),
     (lambda s: s["defaults"]["batch_norm"].update(eps=0), "defaults.batch_norm.eps: expected a number in (0, 1], got 0"),
@@ -64,10 +64,10 @@ def test_v2_rows_are_checked_by_their_own_fields():
     ({"input_size": 0}, "input_size: expected an integer in [1, 8192] or [height, width]"),
     ({"final_endpoint": "Conv2d_99_pointwise"}, "final_endpoint: unknown endpoint 'Conv2d_99_pointwise'"),
     ({"padding": "reflect"}, 'padding: expected one of "SAME", "symmetric", "keras", got "reflect"'),
-    ({"activation": "gelu"}, 'activation: expected one of "relu6", "relu", got "gelu"'),
+    ({"activation": "gelu"}, 'activation: expected one of "identity", "relu", "relu6", "hard_swish", got "gelu"'),
     ({"min_depth": 0}, "min_depth: expected an integer in [1, 65536], got 0"),
     ({"num_classes": -1}, "num_classes: expected an integer in [0, 100000], got -1"),
-    ({"divisible_by": 8}, "divisible_by: applies to v2 specs only"),
+    ({"divisible_by": 8}, "divisible_by: does not apply to v1 specs"),
     ({"width": 2}, "unknown option 'width'"),
     ({"input_size": 320}, "global_pool: slim's 7x7 average pool leaves a 2x2 map"),
 ])

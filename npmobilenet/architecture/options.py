@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from . import schema
+from . import fields
 
 
 @dataclass(frozen=True)
@@ -34,29 +34,29 @@ class Options:
 
 def _boolean(path: str, value) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{path}: expected true or false, got {schema.show(value)}")
+        raise ValueError(f"{path}: expected true or false, got {fields.show(value)}")
 
 
 def _output_stride(path: str, value) -> None:
     if value not in (8, 16, 32) or isinstance(value, bool):
-        raise ValueError(f"{path}: expected one of 8, 16, 32, got {schema.show(value)}")
+        raise ValueError(f"{path}: expected one of 8, 16, 32, got {fields.show(value)}")
 
 
 CHECKS = {
-    "input_size": schema.image_size,
-    "depth_multiplier": schema.multiplier,
-    "min_depth": schema.channels,
-    "divisible_by": schema.channels,
-    "activation": schema.one_of(*schema.ACTIVATIONS),
-    "padding": schema.one_of(*schema.PADDINGS),
-    "bn_eps": schema.epsilon,
-    "bn_momentum": schema.momentum,
-    "num_classes": schema.classes,
-    "dropout": schema.rate,
+    "input_size": fields.image_size,
+    "depth_multiplier": fields.multiplier,
+    "min_depth": fields.channels,
+    "divisible_by": fields.channels,
+    "activation": fields.one_of(*fields.ACTIVATIONS),
+    "padding": fields.one_of(*fields.PADDINGS),
+    "bn_eps": fields.epsilon,
+    "bn_momentum": fields.momentum,
+    "num_classes": fields.classes,
+    "dropout": fields.rate,
     "global_pool": _boolean,
     "output_stride": _output_stride,
-    "final_endpoint": schema.string,
-    "init": schema.one_of(*schema.INITS),
+    "final_endpoint": fields.string,
+    "init": fields.one_of(*fields.INITS),
 }
 
 # Used when neither the spec nor the caller gives a value.
@@ -81,10 +81,10 @@ def resolve_options(spec: dict, **overrides) -> Options:
     from_spec.update({"bn_eps": batch_norm.get("eps"), "bn_momentum": batch_norm.get("momentum"),
                       "num_classes": head.get("num_classes"), "dropout": head.get("dropout"),
                       "global_pool": None if "pool" not in head else head["pool"] == "global"})
-    if spec["family"] == "v2":
+    if spec["family"] != "v1":
         from_spec.setdefault("divisible_by", 8)
     elif overrides.get("divisible_by") is not None:
-        raise ValueError(f"divisible_by: applies to v2 specs only (v1 rounds with "
+        raise ValueError(f"divisible_by: does not apply to v1 specs (v1 rounds with "
                          f"max(int(depth * depth_multiplier), min_depth)), got "
                          f"{overrides['divisible_by']}")
     values = {}

@@ -29,13 +29,13 @@ def test_summary_table_with_head(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["Layer", "op", "output", "shape", "weights", "params", "MACs"]
     assert lines[-1].split() == ["Total", "3,469,760", "3,504,872", "300,774,272"]
-    assert any(line.split()[:3] == ["Logits", "logits", "1000"] for line in lines)
+    assert any(line.split()[:3] == ["Logits", "linear", "1000"] for line in lines)
 
 
 def test_summary_user_spec_file(capsys):
     assert main(["summary", str(Path(__file__).parent / "cifar10_mobilenet_v1.json"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["layers"][-1] == {"name": "Logits", "op": "logits", "output_shape": [10],
+    assert out["layers"][-1] == {"name": "Logits", "op": "linear", "output_shape": [10],
                                  "weights": 10_240, "params": 10_250, "macs": 10_240}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from npmobilenet.spec import build_graph, make_divisible
+from npmobilenet.architecture import build_graph, make_divisible
 
 DATA = Path(__file__).parents[1] / "data"
 
