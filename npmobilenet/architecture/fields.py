@@ -73,12 +73,19 @@ def one_of(*choices: str) -> Checker:
 
 
 MAX_NAME = 200
+MAX_TEXT = 4000
 
 
-def string(path: str, value) -> None:
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
-        raise ValueError(f"{path}: expected a non-empty string of at most {MAX_NAME} characters, "
-                         f"got {show(value)}")
+def _string_up_to(limit: int) -> Checker:
+    def check(path: str, value) -> None:
+        if not isinstance(value, str) or not value or len(value) > limit:
+            raise ValueError(f"{path}: expected a non-empty string of at most {limit} characters, "
+                             f"got {show(value)}")
+    return check
+
+
+string = _string_up_to(MAX_NAME)  # names, endpoints
+text = _string_up_to(MAX_TEXT)  # descriptions
 
 
 def fields(path: str, value, required: Mapping[str, Checker], optional: Mapping[str, Checker]):

@@ -13,7 +13,7 @@ from ..validate import LIMITS, show
 from .blocks import BLOCKS
 from .builder import FAMILIES
 from .fields import (ACTIVATIONS, INITS, PADDINGS, POOLS, batch_norm, boolean, channels, classes,
-                     fields, image_size, multiplier, one_of, rate, string)
+                     fields, image_size, multiplier, one_of, rate, string, text)
 
 DEFAULT_FIELDS = {
     "input_size": image_size,
@@ -79,6 +79,6 @@ def validate_spec(spec) -> None:
     if FAMILIES[family].rounding != "make_divisible":
         del defaults["divisible_by"]  # v1 rounds with max(int(depth * alpha), min_depth)
     fields("", spec, {"name": string, "family": lambda *_: None, "body": _body(family)},
-           {"description": string,
+           {"description": text,
             "defaults": lambda path, value: fields(path, value, {}, defaults),
             "head": lambda path, value: fields(path, value, {}, HEAD_FIELDS)})

@@ -6,15 +6,16 @@ the input width), ``depthwise`` (``kernel``, stride ``s`` on the first repeat on
 sigmoid gate), ``project`` (1x1 conv, linear) and, when the stride is 1 and the widths match,
 the residual ``add``.
 
-The expanded width is given as ``t`` (a ratio of the input width, v2 and Keras's v3) or ``exp``
-(channels, scaled by the width multiplier like ``c``: the v3 paper's and torchvision's tables).
+The expanded width is given as ``t`` (a ratio of the input width, rounded to ``divisible_by``:
+v2, and Keras's v3 with ratios such as 2.3) or ``exp`` (channels, scaled by the width multiplier
+like ``c``: the v3 paper's and torchvision's tables).
 ``activation`` overrides the network's for this row (v3 mixes relu and hard_swish).
 """
 
 from __future__ import annotations
 
 from ..builder import make_divisible
-from ..fields import ACTIVATIONS, boolean, channels, expansion, kernel_size, one_of, repeats, stride
+from ..fields import ACTIVATIONS, boolean, channels, kernel_size, number, one_of, repeats, stride
 from .registry import BlockType, register_block
 
 SQUEEZE_DIVISOR = 8
@@ -33,7 +34,7 @@ def expand(row: dict, b) -> None:
         name = b.scope("expanded_conv")
         shortcut, in_channels = b.current, b.shape[2]
         stride_, rate = b.stride_and_rate(row["s"] if repeat == 0 else 1)
-        expanded = in_channels * row["t"] if "t" in row else b.depth(row["exp"])
+        expanded = b.round(in_channels * row["t"]) if "t" in row else b.depth(row["exp"])
         if expanded != in_channels:
             b.conv(f"{name}/expand", 1, 1, 1, expanded, act)
         b.conv(f"{name}/depthwise", row.get("kernel", 3), stride_, rate, None, act, depthwise=True)
@@ -48,5 +49,5 @@ def expand(row: dict, b) -> None:
 
 INVERTED_RESIDUAL = register_block(BlockType(
     "InvertedResidual", ("v2", "v3"), {"c": channels, "s": stride},
-    {"t": expansion, "exp": channels, "n": repeats, "kernel": kernel_size, "se": boolean,
+    {"t": number(0, 64, low_open=True), "exp": channels, "n": repeats, "kernel": kernel_size, "se": boolean,
      "activation": one_of(*ACTIVATIONS)}, expand, _check))
