@@ -4,7 +4,8 @@ A family fixes what the papers' tables leave implicit: how a width multiplier ro
 counts (v1: ``max(int(depth * alpha), min_depth)``; later families: the nearest multiple of
 ``divisible_by``, never below 90%), how nodes are named (TF-slim v1 names by row,
 ``Conv2d_<row>``; later families count scopes, ``Conv``, ``Conv_1``, ``expanded_conv_3``) and
-the names of the head's nodes.
+the names of the head's nodes (its hidden layer, when there is one, is the next ``Conv`` scope,
+as in TF-slim's MobileNetV3: ``Conv_2`` after the body's ``Conv`` and ``Conv_1``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from ..kinds import KINDS
 from .graph import INPUT, INPUT_CHANNELS, Node
 from .options import Options
 
-# Keras's MobileNet (v1) zero-pads ((0, 1), (0, 1)) before each stride-2 depthwise convolution and
-# runs it VALID: equal to SAME on even sizes only. (Keras's v2 pads equal SAME everywhere.)
-KERAS_STRIDE2_DEPTHWISE_PADS = [[0, 1], [0, 1]]
+
+
+def keras_stride2_pads(kernel: tuple[int, int]) -> list[list[int]]:
+    """Keras's MobileNet (v1) and MobileNetV3 (``correct_pad`` on an input of unknown size) zero-pad
+    ``(k // 2 - 1, k // 2)`` before each stride-2 depthwise convolution and run it VALID: equal to
+    SAME on even sizes only. (Keras's v2 pads equal SAME everywhere.)"""
+    return [[k // 2 - 1, k // 2] for k in kernel]
 
 
 @dataclass(frozen=True)
@@ -25,15 +30,14 @@ class Family:
     rounding: str  # "floor" (TF-slim v1) or "make_divisible"
     names_by_row: bool  # v1: every row is Conv2d_<row>; else scope counters
     pool: str
-    hidden: str
     dropout: str
 
 
 FAMILIES = {
-    "v1": Family("floor", True, "AvgPool_1a", "Conv2d_1b", "Dropout_1b"),
-    "v2": Family("make_divisible", False, "AvgPool", "Conv_2", "Dropout"),
-    "v3": Family("make_divisible", False, "AvgPool", "Conv_2", "Dropout"),
-    "v4": Family("make_divisible", False, "AvgPool", "Conv_2", "Dropout"),
+    "v1": Family("floor", True, "AvgPool_1a", "Dropout_1b"),
+    "v2": Family("make_divisible", False, "AvgPool", "Dropout"),
+    "v3": Family("make_divisible", False, "AvgPool", "Dropout"),
+    "v4": Family("make_divisible", False, "AvgPool", "Dropout"),
 }
 
 
@@ -128,7 +132,7 @@ class Builder:
 
     def _padding(self, depthwise: bool, kernel, stride: int, dilation: int):
         if self.options.padding == "keras" and depthwise and stride == 2:
-            return KERAS_STRIDE2_DEPTHWISE_PADS
+            return keras_stride2_pads(kernel)
         if self.options.padding in ("SAME", "keras"):
             return "SAME"
         pads = [k // 2 * dilation for k in kernel]

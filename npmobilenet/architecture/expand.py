@@ -65,7 +65,7 @@ def _head(head: dict, b: Builder) -> None:
     hidden = head.get("hidden")
     if hidden is not None:
         batch_norm = {"eps": o.bn_eps, "momentum": o.bn_momentum} if hidden.get("batch_norm") else None
-        b.node(b.family.hidden, "linear", in_features=b.shape[0],
+        b.node(b.scope("Conv"), "linear", in_features=b.shape[0],
                out_features=b.depth(hidden["depth"], hidden.get("min_multiplier"),
                                     hidden.get("scaled", True)),
                bias=hidden.get("bias", True), batch_norm=batch_norm,

@@ -19,24 +19,28 @@ multipliers whose graph has exactly the file's tensor shapes is used.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..architecture import build_graph
+from ..architecture import build_graph, load_spec
 from ..kinds import KINDS, SourceLayout
 from ..model import Model, build_model
 from . import naming
 from .keras_h5 import read_keras_h5
 from .preprocess import preset
+from .safetensors_weights import read_safetensors
 from .torch_pickle import read_torch_state_dict
 
 __all__ = ["SOURCES", "ARCHS", "convert_file", "convert_state"]
 
-SOURCES = ("torchvision", "keras")
-ARCHS = ("mobilenet_v1", "mobilenet_v2")
+SOURCES = ("torchvision", "keras", "timm")
+ARCHS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+         "mobilenet_v3_large_minimalistic", "mobilenet_v3_small_minimalistic",
+         "mobilenet_v4_conv_small")
 MULTIPLIERS = (1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4)
 
 
@@ -45,10 +49,28 @@ class _Source:
     """One framework's model of one architecture: its tensor names and its arithmetic."""
 
     convention: str  # the naming convention of the node kinds' ``sources``: "torch" or "keras"
-    naming: Callable[[str], dict | None]
+    naming: Callable  # graph -> {node name: the framework's name prefixes}
     options: dict  # build options that reproduce the source's arithmetic
     preprocess: str
     classifier_bias: str  # gives the number of classes
+    adapt_spec: Callable[[dict], dict] | None = None  # the framework's own width rules
+
+
+def keras_v3_widths(spec: dict) -> dict:
+    """Keras's MobileNetV3 widths: the stem keeps 16 channels whatever alpha, each bottleneck
+    expands by a ratio of its actual input (``_depth(infilters * expansion)``, the paper's
+    expanded width over its input width), and the hidden layer is scaled only above alpha 1."""
+    spec = copy.deepcopy(spec)
+    stem, *rows = spec["body"]
+    stem["scaled"] = False
+    width = stem["depth"]
+    for row in rows:
+        if row["type"] == "InvertedResidual":
+            row["t"] = row.pop("exp") / width
+            width = row["c"]
+    hidden = spec["head"]["hidden"]
+    hidden["min_multiplier"] = 1.0
+    return spec
 
 
 _TORCHVISION = {"padding": "symmetric", "bn_eps": 1e-5, "bn_momentum": 0.1, "dropout": 0.2,
@@ -65,19 +87,33 @@ SOURCE_MODELS = {
         "keras", naming.keras_v2, {"padding": "SAME", "bn_eps": 1e-3, "bn_momentum": 0.001,
                                    "dropout": 0.0, "global_pool": True},
         "keras", "predictions/bias"),
+    **{("torchvision", arch): _Source("torch", naming.torchvision_v3,
+                                      {**_TORCHVISION, "bn_eps": 1e-3, "bn_momentum": 0.01},
+                                      "torchvision", "classifier.3.bias")
+       for arch in ("mobilenet_v3_large", "mobilenet_v3_small")},
+    **{("keras", arch): _Source("keras", naming.keras_v3,
+                                {"padding": "keras", "bn_eps": 1e-3, "bn_momentum": 0.001,
+                                 "dropout": 0.2, "global_pool": True},
+                                "keras", "logits/bias", keras_v3_widths)
+       for arch in ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v3_large_minimalistic",
+                    "mobilenet_v3_small_minimalistic")},
+    ("timm", "mobilenet_v4_conv_small"): _Source(
+        "torch", naming.timm_v4((2, 2, 6, 6, 1)),
+        {"padding": "symmetric", "bn_eps": 1e-5, "bn_momentum": 0.1, "global_pool": True},
+        "torchvision", "classifier.bias"),
 }
 
 
 def _plan(source: _Source, graph) -> dict[str, tuple[str, SourceLayout]]:
     """Our state-dict key -> (source tensor name, layout), for every key of the graph."""
-    plan = {}
+    plan, places = {}, source.naming(graph)
     for node in graph.nodes:
         keys = [*node.layout.params, *node.layout.buffers]
         if not keys:
             continue
-        prefixes = source.naming(node.name)
+        prefixes = places.get(node.name)
         if prefixes is None:
-            raise ValueError(f"no {source.convention} name for node {node.name!r}")
+            raise ValueError(f"the source has no counterpart of node {node.name!r}")
         names = KINDS[node.op].sources[source.convention]
         for key in keys:
             template, layout = names[key]
@@ -138,10 +174,13 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     model_source = SOURCE_MODELS[(source, arch)]
     options = {**model_source.options,
                "num_classes": _num_classes(model_source, f"{source} {arch}", tensors)}
+    spec = load_spec(arch)
+    if model_source.adapt_spec is not None:
+        spec = model_source.adapt_spec(spec)
     candidates = MULTIPLIERS if depth_multiplier is None else (depth_multiplier,)
     first_problems = None
     for alpha in candidates:
-        graph = build_graph(arch, depth_multiplier=alpha, **options)
+        graph = build_graph(spec, depth_multiplier=alpha, **options)
         shapes = {**graph.parameter_shapes(), **graph.buffer_shapes()}
         plan = _plan(model_source, graph)
         problems = _mismatches(plan, shapes, tensors)
@@ -160,7 +199,7 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     if unused:
         raise ValueError(f"the {source} file has tensors that {arch} (depth_multiplier {alpha}) "
                          f"does not use: {', '.join(unused[:10])}")
-    model = build_model(arch, dtype=dtype, depth_multiplier=alpha, **options)
+    model = build_model(spec, dtype=dtype, depth_multiplier=alpha, **options)
     model.load_state_dict({key: layout.to_ours(np.asarray(tensors[name]))
                            for key, (name, layout) in plan.items()})
     model.preprocess = preset(model_source.preprocess)
@@ -169,8 +208,11 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
 
 def convert_file(source: str, arch: str, path: os.PathLike | str,
                  depth_multiplier: float | None = None, dtype=np.float32) -> Model:
-    """Read a torchvision ``.pth`` or Keras ``.h5`` file and convert it (see :func:`convert_state`)."""
-    if source == "torchvision":
+    """Read a torchvision or timm ``.pth`` (timm also ``.safetensors``) or a Keras ``.h5`` file and
+    convert it (see :func:`convert_state`)."""
+    if source == "timm" and str(path).endswith(".safetensors"):
+        tensors = read_safetensors(path)
+    elif source in ("torchvision", "timm"):
         tensors = read_torch_state_dict(path)
     elif source == "keras":
         tensors = _flatten_keras(read_keras_h5(path))
