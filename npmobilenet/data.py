@@ -1,7 +1,9 @@
 """Datasets, transforms and a batch loader producing float32 NHWC batches.
 
 - ``ImageFolder``: one subfolder per class (the flower-folder layout); ``class_indices`` maps
-  class names to labels, written as ``class_indices.json`` beside the checkpoints.
+  class names to labels, written as ``class_indices.json`` beside the checkpoints
+  (:func:`read_class_indices` reads it back, checked). :func:`check_trainable` refuses data a
+  classifier cannot learn from (one class, a class with a single image to split), saying why.
 - ``digits``: scikit-learn's handwritten digits (1,797 8x8 images, 10 classes) upscaled to RGB,
   the built-in quickstart data (``--data builtin:digits``).
 - Transforms take a Pillow image and a NumPy Generator: ``TrainTransform`` (random resized crop,
@@ -15,21 +17,26 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from . import validate
 from .io.preprocess import open_image, preprocess_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+MAX_WORKERS = 64  # image decoding threads of one Loader
 
 
 class ImageFolder:
-    """``root/<class name>/<image>``; classes sorted by name get labels 0..K-1."""
+    """``root/<class name>/<image>``; classes sorted by name get labels 0..K-1, or those of
+    ``class_indices`` (a model's classes), which must then name every class folder."""
 
     def __init__(self, root: os.PathLike | str, class_indices: dict[str, int] | None = None):
         self.root = Path(root)
@@ -42,8 +49,8 @@ class ImageFolder:
             class_indices = {name: i for i, name in enumerate(folders)}
         unknown = [name for name in folders if name not in class_indices]
         if unknown:
-            raise ValueError(f"{self.root}: class folders {unknown} are not among the training "
-                             f"classes {sorted(class_indices)}")
+            raise ValueError(f"{self.root}: class folders {unknown} are not among the model's "
+                             f"classes {validate.show(sorted(class_indices))}")
         self.class_indices = dict(class_indices)
         self.samples = [(path, self.class_indices[name]) for name in folders
                         for path in sorted((self.root / name).iterdir())
@@ -107,8 +114,12 @@ class Subset:
         return Subset(self.dataset, self.indices[np.asarray(indices, dtype=np.int64)])
 
 
-def digits(size: int = 32) -> ArrayImages:
-    """scikit-learn's 1,797 handwritten digits, 8x8 grey upscaled (bilinear) to ``size`` RGB."""
+def digits(size: int = 32, class_indices: dict[str, int] | None = None) -> ArrayImages:
+    """scikit-learn's 1,797 handwritten digits, 8x8 grey upscaled (bilinear) to ``size`` RGB.
+
+    Digit ``d`` is class ``"d"`` with label ``d``, or label ``class_indices["d"]`` (a model's
+    classes), which must then name every digit.
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -119,14 +130,72 @@ def digits(size: int = 32) -> ArrayImages:
     grey = (raw.images * (255 / 16)).round().astype(np.uint8)
     images = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BILINEAR))
                        for g in grey])
-    return ArrayImages(np.repeat(images[..., None], 3, axis=3), raw.target,
-                       {str(d): d for d in range(10)})
+    labels, names = raw.target, {str(d): d for d in range(10)}
+    if class_indices is not None:
+        unknown = [name for name in names if name not in class_indices]
+        if unknown:
+            raise ValueError(f"builtin:digits: classes {unknown} are not among the model's classes "
+                             f"{validate.show(sorted(class_indices))}")
+        labels, names = np.array([class_indices[str(d)] for d in labels]), dict(class_indices)
+    return ArrayImages(np.repeat(images[..., None], 3, axis=3), labels, names)
+
+
+def class_index(names, source: str) -> dict[str, int]:
+    """``{name: index}`` for class names in index order; refuses non-strings and duplicates."""
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{source}: expected a list of non-empty class names, got {validate.show(names)}")
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"{source}: class names {duplicates} appear more than once")
+    return {name: i for i, name in enumerate(names)}
+
+
+def read_class_indices(path: os.PathLike | str, num_classes: int) -> list[str]:
+    """The class names, in index order, of a ``class_indices.json`` (``{name: index}``) for a
+    model of ``num_classes`` outputs: every index in ``[0, num_classes)`` exactly once."""
+    try:
+        mapping = json.loads(Path(path).read_text(encoding="utf8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON class index ({error})") from None
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{path}: expected an object {{class name: index}}, got {validate.show(mapping)}")
+    names: list[str | None] = [None] * num_classes
+    for name, index in mapping.items():
+        index = validate.integer(f"{path}: index of {name!r}", index, 0, num_classes - 1)
+        if names[index] is not None:
+            raise ValueError(f"{path}: index {index} is given to both {names[index]!r} and {name!r}")
+        names[index] = name
+    missing = [i for i, name in enumerate(names) if name is None]
+    if missing:
+        raise ValueError(f"{path}: no class name for indices {validate.show(missing)} of the "
+                         f"model's {num_classes} classes")
+    return names
+
+
+def check_trainable(dataset, source: str, held_out: bool) -> None:
+    """Refuse data a classifier cannot be trained on, saying why: fewer than two classes, a class
+    with no images, or, when ``held_out`` splits validation images off, a class of one image
+    (it would leave the class out of training)."""
+    names = sorted(dataset.class_indices, key=dataset.class_indices.get)
+    if len(names) < 2:
+        raise ValueError(f"{source}: only one class folder ({names[0]}); training a classifier "
+                         f"needs at least two")
+    counts = np.bincount(dataset.labels(), minlength=len(names))
+    empty = [name for name, count in zip(names, counts) if count == 0]
+    if empty:
+        raise ValueError(f"{source}: class folders {empty} hold no images; every class needs "
+                         f"images to train on")
+    single = [name for name, count in zip(names, counts) if count == 1]
+    if held_out and single:
+        raise ValueError(f"{source}: classes {single} have only one image; holding out a "
+                         f"validation split needs at least two per class (one to train on, one "
+                         f"to validate), or give a --val folder")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, held-out) holding out ``fraction`` of every class, seeded."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"val_split: expected a fraction in (0, 1), got {fraction}")
+    """Indices (train, held-out) holding out ``fraction`` of every class (at least one image
+    each), seeded."""
+    validate.number("val_split", fraction, 0.0, 1.0, low_open=True, high_open=True)
     rng = np.random.default_rng(seed)
     train, held = [], []
     for label in np.unique(labels):
@@ -184,22 +253,26 @@ class Loader:
     """Batches of (x float32 (B, H, W, 3), y int64 (B,)) from a dataset and a transform.
 
     ``epoch(e)`` iterates epoch ``e``: shuffled by ``(seed, e)`` when ``shuffle``, each sample
-    transformed with a Generator seeded by ``(seed, e, index)``. ``skipped`` counts unreadable
-    images met so far.
+    transformed with a Generator seeded by ``(seed, e, index)``. A final batch of one sample
+    joins the batch before it (batch norm cannot train on a single value per channel).
+    ``workers`` (at least 1) threads decode images. ``skipped`` counts unreadable images met so far.
     """
 
     def __init__(self, dataset, transform, batch_size: int, shuffle: bool = False, seed: int = 0,
                  workers: int = 2, drop_last: bool = False):
-        if batch_size <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        self.dataset, self.transform, self.batch_size = dataset, transform, batch_size
-        self.shuffle, self.seed, self.workers, self.drop_last = shuffle, seed, max(1, workers), drop_last
+        self.dataset, self.transform = dataset, transform
+        self.batch_size = validate.integer("batch_size", batch_size, 1)
+        self.workers = validate.integer("workers", workers, 1, MAX_WORKERS)
+        self.seed = validate.integer("seed", seed, 0)
+        self.shuffle, self.drop_last = shuffle, drop_last
         self.skipped = 0
         self._warned: set[int] = set()
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.dataset), self.batch_size)
-        return full + (0 if self.drop_last or rest == 0 else 1)
+        if self.drop_last or rest == 0 or (rest == 1 and full):
+            return full
+        return full + 1
 
     def order(self, epoch: int) -> np.ndarray:
         count = len(self.dataset)
@@ -229,6 +302,8 @@ class Loader:
         order = self.order(epoch)
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         chunks = [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
+        if len(chunks) > 1 and len(chunks[-1]) == 1:
+            chunks[-2:] = [np.concatenate(chunks[-2:])]
         with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(1) as ahead:
             pending = ahead.submit(self._batch, pool, chunks[0], epoch) if chunks else None
             for k in range(len(chunks)):

@@ -6,6 +6,10 @@ groups, lists of dicts ``{"params": [...], "weight_decay": ...}``, e.g. from
 :func:`decay_groups`, which leaves depthwise and batch-norm parameters undecayed.
 
 All updates happen in place in the parameters' dtype (float32 stays float32).
+
+Every hyper-parameter is checked where it enters (:mod:`npmobilenet.validate`): a NaN learning
+rate, ``betas`` of 1 or a negative weight decay raise ``ValueError`` at construction instead of
+poisoning the weights at the first step.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from . import validate
 from .autograd import Tensor
 
 
@@ -32,30 +37,40 @@ def decay_groups(named_parameters, weight_decay: float,
 
 
 class Optimizer:
-    """Holds parameter groups, per-parameter state and the step count."""
+    """Holds parameter groups, per-parameter state and the step count.
+
+    Subclasses list their options with defaults in ``defaults``, the names of their
+    per-parameter buffers in ``buffers``, and check their own options in ``_check``.
+    """
 
     defaults: dict = {}
+    buffers: tuple[str, ...] = ()
 
     def __init__(self, params, **hyper):
+        name = type(self).__name__
         unknown = set(hyper) - set(self.defaults)
         if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown options {sorted(unknown)}")
+            raise ValueError(f"{name}: unknown options {sorted(unknown)}")
         params = list(params)
         if not params:
-            raise ValueError(f"{type(self).__name__}: params is empty")
+            raise ValueError(f"{name}: params is empty")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups = []
         for index, group in enumerate(groups):
             group = {**self.defaults, **hyper, **group, "params": list(group["params"])}
             for p in group["params"]:
                 if not isinstance(p, Tensor):
-                    raise ValueError(f"{type(self).__name__}: group {index} holds a {type(p).__name__}, "
+                    raise ValueError(f"{name}: group {index} holds a {type(p).__name__}, "
                                      f"expected Tensors (model.parameters())")
-            if group["lr"] is None or group["lr"] < 0:
-                raise ValueError(f"{type(self).__name__}: lr must be a non-negative number, got {group['lr']}")
+            group["lr"] = validate.number(f"{name}: lr", group["lr"], 0.0, low_open=True)
+            group["weight_decay"] = validate.number(f"{name}: weight_decay", group["weight_decay"], 0.0)
+            self._check(group)
             self.param_groups.append(group)
         self.state: dict[int, dict[str, np.ndarray]] = {}
         self.steps = 0
+
+    def _check(self, group: dict) -> None:
+        """Validate (and normalise, in place) the options of one parameter group."""
 
     @property
     def lr(self) -> float:
@@ -63,7 +78,8 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        """Set every group's learning rate (what a schedule does each step)."""
+        """Set every group's learning rate (what a schedule does each step); finite, >= 0."""
+        value = validate.number(f"{type(self).__name__}: lr", value, 0.0)
         for group in self.param_groups:
             group["lr"] = value
 
@@ -96,17 +112,29 @@ class Optimizer:
         return {"steps": self.steps, "lr": [g["lr"] for g in self.param_groups], "buffers": buffers}
 
     def load_state_dict(self, state: dict) -> None:
-        count = sum(1 for _ in self._parameters())
+        """Restore a :meth:`state_dict`; refuses buffers of another optimizer or other parameters."""
+        name = type(self).__name__
+        params = [p for _, p in self._parameters()]
         self.state = {}
         for key, value in state["buffers"].items():
-            index, name = key.split("/", 1)
-            if not 0 <= int(index) < count:
+            index, buffer = key.split("/", 1)
+            if not index.isdigit() or not int(index) < len(params):
                 raise ValueError(f"optimizer state: buffer {key!r} names parameter {index}, but the "
-                                 f"optimizer has {count} parameters")
-            self.state.setdefault(int(index), {})[name] = np.array(value)
-        self.steps = int(state["steps"])
+                                 f"optimizer has {len(params)} parameters")
+            if buffer not in self.buffers:
+                raise ValueError(f"optimizer state: buffer {key!r} is not one of {name}'s "
+                                 f"({', '.join(self.buffers)}); saved by another optimizer?")
+            value = np.array(value)
+            if value.ndim and value.shape != params[int(index)].shape:
+                raise ValueError(f"optimizer state: buffer {key!r} has shape {value.shape}, its "
+                                 f"parameter {params[int(index)].shape}")
+            self.state.setdefault(int(index), {})[buffer] = value
+        self.steps = validate.integer("optimizer state: steps", state["steps"], 0)
+        if len(state["lr"]) != len(self.param_groups):
+            raise ValueError(f"optimizer state: {len(state['lr'])} learning rates for "
+                             f"{len(self.param_groups)} parameter groups")
         for group, lr in zip(self.param_groups, state["lr"]):
-            group["lr"] = float(lr)
+            group["lr"] = validate.number("optimizer state: lr", lr, 0.0)
 
 
 class SGD(Optimizer):
@@ -114,6 +142,12 @@ class SGD(Optimizer):
     ``buf = momentum * buf + grad``; the first step's buffer is the gradient itself)."""
 
     defaults = {"lr": None, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+    buffers = ("momentum",)
+
+    def _check(self, group):
+        group["momentum"] = validate.probability("SGD: momentum", group["momentum"])
+        if group["nesterov"] and not group["momentum"]:
+            raise ValueError("SGD: nesterov needs a momentum > 0")
 
     def _update(self, data, grad, state, group):
         momentum = group["momentum"]
@@ -142,6 +176,14 @@ class RMSProp(Optimizer):
 
     defaults = {"lr": None, "decay": 0.9, "momentum": 0.9, "eps": 1.0, "weight_decay": 0.0,
                 "initial_mean_square": 1.0}
+    buffers = ("mean_square", "momentum")
+
+    def _check(self, group):
+        group["decay"] = validate.probability("RMSProp: decay", group["decay"])
+        group["momentum"] = validate.probability("RMSProp: momentum", group["momentum"])
+        group["eps"] = validate.number("RMSProp: eps", group["eps"], 0.0, low_open=True)
+        group["initial_mean_square"] = validate.number("RMSProp: initial_mean_square",
+                                                       group["initial_mean_square"], 0.0)
 
     def _update(self, data, grad, state, group):
         t = data.dtype.type
@@ -160,6 +202,14 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction, as torch computes it; weight decay is L2."""
 
     defaults = {"lr": None, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+    buffers = ("exp_avg", "exp_avg_sq", "step")
+
+    def _check(self, group):
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Adam: betas: expected a pair of numbers, got {validate.show(betas)}")
+        group["betas"] = tuple(validate.probability(f"Adam: betas[{i}]", b) for i, b in enumerate(betas))
+        group["eps"] = validate.number("Adam: eps", group["eps"], 0.0, low_open=True)
 
     def _update(self, data, grad, state, group):
         t = data.dtype.type
@@ -181,7 +231,9 @@ class Adam(Optimizer):
 
 def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> float:
     """Scale gradients in place so their global L2 norm is at most ``max_norm``; returns the norm
-    before clipping."""
+    before clipping. ``max_norm`` must be finite and > 0 (a negative one would reverse the
+    gradients)."""
+    max_norm = validate.number("clip_grad_norm: max_norm", max_norm, 0.0, low_open=True)
     grads = [p.grad for p in params if p.grad is not None]
     norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
     if norm > max_norm:
@@ -198,9 +250,8 @@ class ExponentialMovingAverage:
     """
 
     def __init__(self, named_parameters, decay: float = 0.9999):
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ExponentialMovingAverage: decay must be in (0, 1), got {decay}")
-        self.decay = decay
+        self.decay = validate.number("ExponentialMovingAverage: decay", decay, 0.0, 1.0,
+                                     low_open=True, high_open=True)
         self.shadow = {name: p.data.copy() for name, p in named_parameters}
 
     def update(self, named_parameters, num_updates: int | None = None) -> None:
@@ -223,9 +274,10 @@ class ExponentialDecay:
     MobileNet recipe: rate 0.94 every 2 epochs)."""
 
     def __init__(self, lr: float, decay_steps: int, rate: float = 0.94, staircase: bool = True):
-        if decay_steps <= 0:
-            raise ValueError(f"ExponentialDecay: decay_steps must be positive, got {decay_steps}")
-        self.lr, self.decay_steps, self.rate, self.staircase = lr, decay_steps, rate, staircase
+        self.lr = validate.number("ExponentialDecay: lr", lr, 0.0)
+        self.decay_steps = validate.integer("ExponentialDecay: decay_steps", decay_steps, 1)
+        self.rate = validate.number("ExponentialDecay: rate", rate, 0.0, 1.0, low_open=True)
+        self.staircase = staircase
 
     def __call__(self, step: int) -> float:
         periods = step / self.decay_steps
@@ -236,9 +288,9 @@ class StepDecay:
     """``lr * gamma ** (step // step_size)``."""
 
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1):
-        if step_size <= 0:
-            raise ValueError(f"StepDecay: step_size must be positive, got {step_size}")
-        self.lr, self.step_size, self.gamma = lr, step_size, gamma
+        self.lr = validate.number("StepDecay: lr", lr, 0.0)
+        self.step_size = validate.integer("StepDecay: step_size", step_size, 1)
+        self.gamma = validate.number("StepDecay: gamma", gamma, 0.0, 1.0, low_open=True)
 
     def __call__(self, step: int) -> float:
         return self.lr * self.gamma ** (step // self.step_size)
@@ -248,9 +300,9 @@ class CosineDecay:
     """Half a cosine from ``lr`` at step 0 to ``min_lr`` at ``total_steps``."""
 
     def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0):
-        if total_steps <= 0:
-            raise ValueError(f"CosineDecay: total_steps must be positive, got {total_steps}")
-        self.lr, self.total_steps, self.min_lr = lr, total_steps, min_lr
+        self.lr = validate.number("CosineDecay: lr", lr, 0.0)
+        self.total_steps = validate.integer("CosineDecay: total_steps", total_steps, 1)
+        self.min_lr = validate.number("CosineDecay: min_lr", min_lr, 0.0, self.lr)
 
     def __call__(self, step: int) -> float:
         progress = min(step, self.total_steps) / self.total_steps
@@ -261,9 +313,8 @@ class Warmup:
     """Linear warm-up from ~0 to ``schedule(warmup_steps)`` over the first steps, then ``schedule``."""
 
     def __init__(self, schedule, warmup_steps: int):
-        if warmup_steps < 0:
-            raise ValueError(f"Warmup: warmup_steps must be non-negative, got {warmup_steps}")
-        self.schedule, self.warmup_steps = schedule, warmup_steps
+        self.schedule = schedule
+        self.warmup_steps = validate.integer("Warmup: warmup_steps", warmup_steps, 0)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:

@@ -1,10 +1,15 @@
 """The trainer: epochs, validation, metrics, atomic checkpoints, exact resume, transfer learning.
 
 A checkpoint is one model file (see :mod:`npmobilenet.io.model_file`) that also carries the
-training state: optimizer buffers and step, epoch, best accuracy, the dropout generator. So
-``last.safetensors`` resumes training and ``best.safetensors`` is ready for ``predict``. The data
-order of epoch ``e`` depends only on ``(seed, e)`` (see :class:`npmobilenet.data.Loader`), so a
-resumed run sees the batches an uninterrupted one would.
+training state: optimizer buffers and step, epoch, best accuracy, the dropout generator, the
+run's settings. So ``last.safetensors`` resumes training and ``best.safetensors`` is ready for
+``predict``. The data order of epoch ``e`` depends only on ``(seed, e)`` (see
+:class:`npmobilenet.data.Loader`), so a resumed run sees the batches an uninterrupted one would.
+The output folder is a :class:`npmobilenet.runs.RunFolder`: one writer at a time, never
+clobbered by accident, resumed only with the settings its state was saved under.
+
+:class:`TrainConfig` checks every hyper-parameter against ``RANGES`` (shared with the command
+line's flags) through :mod:`npmobilenet.validate`.
 """
 
 from __future__ import annotations
@@ -13,8 +18,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -23,20 +26,43 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
+from . import validate
 from .autograd import no_grad
-from .io.model_file import load_training_state, save
+from .data import class_index
+from .io.model_file import load, load_training_state, save
 from .model import Model, build_model
 from .optim import (SGD, Adam, CosineDecay, ExponentialDecay, ExponentialMovingAverage, RMSProp, StepDecay,
                     Warmup, clip_grad_norm, decay_groups)
+from .runs import BEST, LAST, RunFolder, compare_settings, run_settings
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+# The range of each numeric hyper-parameter, as keyword arguments of validate.integer (epochs,
+# seed) or validate.number (the rest); the command line's flags use the same ranges.
+RANGES = {
+    "epochs": {"low": 1},
+    "lr": {"low": 0.0, "low_open": True},
+    "momentum": {"low": 0.0, "high": 1.0, "high_open": True},
+    "weight_decay": {"low": 0.0},
+    "warmup_epochs": {"low": 0.0},  # and at most epochs
+    "label_smoothing": {"low": 0.0, "high": 1.0, "high_open": True},
+    "clip_norm": {"low": 0.0, "low_open": True},
+    "ema_decay": {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True},
+    "seed": {"low": 0},
+}
+INTEGERS = ("epochs", "seed")
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of a run (saved in ``config.json`` beside the checkpoints)."""
+    """Hyper-parameters of a run (saved in ``config.json`` beside the checkpoints).
+
+    Each value is checked on construction (``ValueError`` naming it): see ``RANGES``;
+    ``warmup_epochs`` is also at most ``epochs``; ``clip_norm`` and ``ema_decay`` may be None (off).
+    """
 
     epochs: int = 15
     optimizer: str = "sgd"  # sgd | rmsprop | adam
@@ -51,16 +77,17 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.epochs <= 0:
-            raise ValueError(f"epochs: expected a positive integer, got {self.epochs}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {sorted(SCHEDULES)}, got {self.schedule!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected a positive number, got {self.lr}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay: expected a number in (0, 1), got {self.ema_decay}")
+        for name, bounds in RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in ("clip_norm", "ema_decay"):
+                continue
+            check = validate.integer if name in INTEGERS else validate.number
+            setattr(self, name, check(name, value, **bounds))
+        validate.number("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
 
 
 OPTIMIZERS = {
@@ -85,6 +112,7 @@ def make_optimizer(model: Model, config: TrainConfig):
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int):
+    """The configured learning rate per step, with the linear warm-up if any."""
     schedule = SCHEDULES[config.schedule](config, steps_per_epoch)
     warmup = int(config.warmup_epochs * steps_per_epoch)
     return Warmup(schedule, warmup) if warmup else schedule
@@ -177,44 +205,44 @@ class History:
     epochs: list[dict] = field(default_factory=list)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class Trainer:
     """Trains ``model`` on ``train_loader``, validating on ``val_loader`` after every epoch.
 
-    Writes into ``out_dir``: ``last.safetensors`` (resumable), ``best.safetensors`` (best
-    validation top-1), ``metrics.csv`` / ``metrics.json`` and ``config.json``. ``forward``
-    replaces ``model(x)``, e.g. to train the head on cached features. With ``config.ema_decay``
-    an exponential moving average of the trainable weights is kept; validation and
-    ``best.safetensors`` use the averaged weights, ``last.safetensors`` holds both.
+    Writes into ``out_dir`` (a path or a :class:`~npmobilenet.runs.RunFolder`), holding its lock
+    while it writes: ``last.safetensors`` (resumable), ``best.safetensors`` (best validation
+    top-1), ``metrics.csv`` / ``metrics.json``, ``config.json``, and, when ``model.class_names``
+    is set, ``labels.txt`` and ``class_indices.json``. A folder already holding a run is refused
+    unless the trainer resumes it or ``overwrite`` is set. ``forward`` replaces ``model(x)``, e.g.
+    to train the head on cached features. With ``config.ema_decay`` an exponential moving average
+    of the trainable weights is kept; validation and ``best.safetensors`` use the averaged
+    weights, ``last.safetensors`` holds both.
     """
 
     def __init__(self, model: Model, train_loader, val_loader, out_dir, config: TrainConfig,
-                 forward=None, progress: bool = True, report: bool = True):
+                 forward=None, progress: bool = True, report: bool = True, overwrite: bool = False):
         self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.run = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
+        self.out_dir = self.run.path
         self.config, self.forward, self.progress, self.report = config, forward or model, progress, report
+        self.overwrite, self.resumed = overwrite, False
         self.num_classes = model.graph.options.num_classes
+        if model.class_names is not None and len(class_index(model.class_names, "class_names")) \
+                != self.num_classes:
+            raise ValueError(f"class_names: {len(model.class_names)} names for the model's "
+                             f"{self.num_classes} classes")
         self.optimizer = make_optimizer(model, config)
         self.schedule = make_schedule(config, len(train_loader))
-        self.start_epoch, self.best_top1, self.history = 0, -1.0, History()
+        self.start_epoch, self.best_top1, self.best_epoch, self.history = 0, -1.0, None, History()
         self.ema = None
         if config.ema_decay is not None:
             self.ema = ExponentialMovingAverage(self._trainable(), config.ema_decay)
 
     def _trainable(self):
         return [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+
+    def settings(self) -> dict:
+        """This run's settings (see :func:`npmobilenet.runs.run_settings`), stored in checkpoints."""
+        return run_settings(self.model, asdict(self.config))
 
     @contextmanager
     def averaged_weights(self):
@@ -232,9 +260,9 @@ class Trainer:
     # checkpoints
     def _training_state(self, epoch: int) -> tuple[dict, dict]:
         optimizer = self.optimizer.state_dict()
-        info = {"epoch": epoch, "best_top1": self.best_top1, "steps": optimizer["steps"],
-                "lr": optimizer["lr"], "config": asdict(self.config),
-                "dropout_rng": self.model.dropout_rng.bit_generator.state,
+        info = {"epoch": epoch, "best_top1": self.best_top1, "best_epoch": self.best_epoch,
+                "steps": optimizer["steps"], "lr": optimizer["lr"], "config": asdict(self.config),
+                "settings": self.settings(), "dropout_rng": self.model.dropout_rng.bit_generator.state,
                 "history": self.history.epochs}
         arrays = {f"optimizer/{k}": v for k, v in optimizer["buffers"].items()}
         if self.ema is not None:
@@ -246,32 +274,71 @@ class Trainer:
         and the training state."""
         path = self.out_dir / name
         state = self._training_state(epoch)
-        if averaged:
-            with self.averaged_weights():
+        with self.run.lock():
+            if averaged:
+                with self.averaged_weights():
+                    save(self.model, path, training_state=state)
+            else:
                 save(self.model, path, training_state=state)
-        else:
-            save(self.model, path, training_state=state)
         return path
 
     def resume(self, path=None) -> None:
         """Continue from a checkpoint (default ``last.safetensors``): weights, moving statistics,
-        optimizer, schedule position, dropout generator and history."""
-        from .io.model_file import load
+        optimizer, schedule position, dropout generator and history.
 
-        path = Path(path) if path is not None else self.out_dir / "last.safetensors"
-        arrays, info = load_training_state(path)
-        self.model.load_state_dict(load(path).state_dict())
-        buffers = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
-        self.optimizer.load_state_dict({"steps": info["steps"], "lr": info["lr"], "buffers": buffers})
-        if self.ema is not None:
-            shadow = {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")}
-            if set(shadow) != set(self.ema.shadow):
-                raise ValueError(f"{path}: the checkpoint's moving averages do not match this run's "
-                                 f"trainable parameters (was it trained with ema_decay?)")
-            self.ema.shadow = {k: np.array(v, dtype=self.model.dtype) for k, v in shadow.items()}
-        self.model.dropout_rng.bit_generator.state = info["dropout_rng"]
-        self.start_epoch, self.best_top1 = info["epoch"] + 1, info["best_top1"]
-        self.history.epochs = list(info["history"])
+        Refuses a checkpoint saved under other fixed settings (architecture, classes, optimizer,
+        ...; see :mod:`npmobilenet.runs`), listing them; changed hyper-parameters, such as more
+        epochs, are reported. Finishes what a kill during the checkpoint's epoch left undone
+        (``best.safetensors``, the metrics).
+        """
+        path = Path(path) if path is not None else self.out_dir / LAST
+        with self.run.lock():
+            arrays, info = load_training_state(path)
+            saved = load(path)
+            self._check_settings(path, info, saved)
+            self.model.load_state_dict(saved.state_dict())
+            buffers = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+            self.optimizer.load_state_dict({"steps": info["steps"], "lr": info["lr"], "buffers": buffers})
+            if self.ema is not None:
+                shadow = {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")}
+                if set(shadow) != set(self.ema.shadow):
+                    raise ValueError(f"{path}: the checkpoint's moving averages do not match this run's "
+                                     f"trainable parameters (was it trained with ema_decay?)")
+                self.ema.shadow = {k: np.array(v, dtype=self.model.dtype) for k, v in shadow.items()}
+            self.model.dropout_rng.bit_generator.state = info["dropout_rng"]
+            self.start_epoch, self.best_top1 = info["epoch"] + 1, info["best_top1"]
+            self.best_epoch = info.get("best_epoch")
+            self.history.epochs = list(info["history"])
+            self.resumed = True
+            if path == self.out_dir / LAST:
+                self._finish_saved_epoch(info["epoch"])
+
+    def _check_settings(self, path: Path, info: dict, saved: Model) -> None:
+        """Refuse to resume under other fixed settings; report changed hyper-parameters."""
+        stored = info.get("settings")
+        if stored is None:  # a checkpoint from before settings were stored: what its files tell
+            stored = {key: value for key, value in run_settings(saved, info["config"]).items()
+                      if key not in ("class_names", "frozen")}
+        if self.model.class_names is None:
+            self.model.class_names = stored.get("class_names")
+        fixed, changed = compare_settings(stored, self.settings())
+        if fixed:
+            raise ValueError(f"{path}: cannot resume with settings that differ from the run's: "
+                             f"{'; '.join(fixed)}; resume with the run's settings, or start a new "
+                             f"run (another --out, or --overwrite)")
+        done = info["epoch"] + 1
+        if self.config.epochs < done:
+            raise ValueError(f"{path}: the run has already trained {done} epochs; resuming it "
+                             f"needs epochs >= {done}, got {self.config.epochs}")
+        if changed and self.report:
+            print(f"resuming after epoch {done} with changed settings: {'; '.join(changed)}", flush=True)
+
+    def _finish_saved_epoch(self, epoch: int) -> None:
+        """A kill after ``last`` was written but before ``best`` or the metrics were: write them."""
+        if self.best_epoch == epoch and _saved_epoch(self.out_dir / BEST) != epoch:
+            self.save_checkpoint(BEST, epoch, averaged=True)
+        if self.history.epochs:
+            self._write_metrics()
 
     # loop
     def train_epoch(self, epoch: int) -> dict:
@@ -289,11 +356,10 @@ class Trainer:
             logits = self.forward(x)
             loss = F.cross_entropy(logits, y, self.config.label_smoothing)
             if not math.isfinite(loss.item()):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {opt.steps + 1}; "
-                    f"stopped, the last good checkpoint in {self.out_dir} is kept. Try a lower --lr.")
+                raise TrainingDiverged(self._divergence(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {opt.steps + 1}", epoch))
             loss.backward()
-            if self.config.clip_norm:
+            if self.config.clip_norm is not None:
                 clip_grad_norm(model.parameters(), self.config.clip_norm)
             opt.step()
             if self.ema is not None:
@@ -307,38 +373,76 @@ class Trainer:
         return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
                 "images_per_second": seen / (time.perf_counter() - start), "lr": opt.lr}
 
+    def _divergence(self, what: str, epoch: int) -> str:
+        """The message of TrainingDiverged during ``epoch`` (0-based): what happened, what is
+        kept, what to try."""
+        what = f"training diverged: {what} (learning rate {self.optimizer.lr:.3g}); stopped"
+        if epoch == 0:
+            return f"{what} before the first checkpoint; try a lower learning rate (--lr)"
+        return (f"{what}, the last good checkpoint is kept: {self.out_dir / LAST} (epoch {epoch}); "
+                f"continue it with --resume and a lower --lr")
+
     def fit(self, stop_after: int | None = None) -> History:
         """Train up to ``config.epochs``, or only up to epoch ``stop_after`` (1-based), as an
-        interrupted run would; ``resume`` then continues it."""
+        interrupted run would; ``resume`` then continues it.
+
+        Each epoch writes ``last`` before ``best``, so a kill in between loses nothing: resuming
+        from ``last`` writes the missing ``best`` (see :meth:`resume`). A loss or validation
+        loss that is not finite stops training with :class:`TrainingDiverged` before anything
+        is saved (the floating-point overflow on the way there is not warned about separately).
+        """
         last = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
-        for epoch in range(self.start_epoch, last):
-            row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
-            with self.averaged_weights():
-                val = evaluate(self.model, self.val_loader, self.num_classes, self.forward)
-            row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"],
-                       skipped_images=self.train_loader.skipped + self.val_loader.skipped)
-            self.history.epochs.append(row)
-            if val["top1"] > self.best_top1:
-                self.best_top1 = val["top1"]
-                self.save_checkpoint("best.safetensors", epoch, averaged=True)
-            self.save_checkpoint("last.safetensors", epoch)
-            self._write_metrics()
-            if self.report:
-                print(f"epoch {epoch + 1}/{self.config.epochs}: loss {row['train_loss']:.4f}, "
-                      f"train acc {row['train_top1']:.4f}, val loss {row['val_loss']:.4f}, "
-                      f"val acc {row['val_top1']:.4f}, {row['images_per_second']:.0f} images/s", flush=True)
+        with self.run.lock(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self.run.claim(resume=self.resumed, overwrite=self.overwrite)
+            self._write_class_names()
+            for epoch in range(self.start_epoch, last):
+                row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+                with self.averaged_weights():
+                    val = evaluate(self.model, self.val_loader, self.num_classes, self.forward)
+                if not math.isfinite(val["loss"]):
+                    raise TrainingDiverged(self._divergence(
+                        f"the validation loss became {val['loss']} after epoch {epoch + 1}", epoch))
+                row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"],
+                           skipped_images=self.train_loader.skipped + self.val_loader.skipped)
+                self.history.epochs.append(row)
+                improved = val["top1"] > self.best_top1
+                if improved:
+                    self.best_top1, self.best_epoch = val["top1"], epoch
+                self.save_checkpoint(LAST, epoch)
+                if improved:
+                    self.save_checkpoint(BEST, epoch, averaged=True)
+                self._write_metrics()
+                if self.report:
+                    print(f"epoch {epoch + 1}/{self.config.epochs}: loss {row['train_loss']:.4f}, "
+                          f"train acc {row['train_top1']:.4f}, val loss {row['val_loss']:.4f}, "
+                          f"val acc {row['val_top1']:.4f}, {row['images_per_second']:.0f} images/s", flush=True)
         return self.history
+
+    def _write_class_names(self) -> None:
+        """``labels.txt`` (one name a line, for ``predict --labels``) and ``class_indices.json``."""
+        names = self.model.class_names
+        if names is not None:
+            self.run.write_text("labels.txt", "\n".join(names) + "\n")
+            self.run.write_text("class_indices.json", json.dumps(class_index(names, "class_names"), indent=1))
 
     def _write_metrics(self) -> None:
         rows = self.history.epochs
-        _atomic_write_text(self.out_dir / "metrics.json", json.dumps(rows, indent=1))
+        self.run.write_text("metrics.json", json.dumps(rows, indent=1))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        _atomic_write_text(self.out_dir / "metrics.csv", buffer.getvalue())
-        _atomic_write_text(self.out_dir / "config.json", json.dumps(asdict(self.config), indent=1))
+        self.run.write_text("metrics.csv", buffer.getvalue())
+        self.run.write_text("config.json", json.dumps(asdict(self.config), indent=1))
         plot_curves(rows, self.out_dir / "curves.png")
+
+
+def _saved_epoch(path: Path) -> int | None:
+    """The epoch of the checkpoint at ``path``, or None if there is none readable."""
+    try:
+        return load_training_state(path)[1]["epoch"]
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def plot_curves(rows: list[dict], path: Path) -> bool:

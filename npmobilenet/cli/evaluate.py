@@ -1,47 +1,73 @@
-"""``npmobilenet evaluate --weights FILE --data DIR``: top-1, top-5, per-class accuracy, confusion."""
+"""``npmobilenet evaluate --weights FILE --data DIR``: top-1, top-5, per-class accuracy, confusion.
+
+Labels come from the model's class names: ``--labels FILE`` (one name a line, index order) if
+given, else the names the model file stores, else a checked ``class_indices.json`` beside the
+weights (as training runs record them). A model without names is refused rather than scored against the
+folder's sorted names, and a class folder the model does not know is refused, naming it.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ..data import EvalTransform, ImageFolder, Loader, digits, stratified_split
-from ..io import load
+from ..data import (MAX_WORKERS, EvalTransform, ImageFolder, Loader, class_index, digits,
+                    read_class_indices, stratified_split)
+from ..io import class_names, load
 from ..train import evaluate
-from .train import BUILTIN_DIGITS
+from .arguments import MAX_BATCH, integer, number
+from .train import BUILTIN_DIGITS, HelpFormatter
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="accuracy of a model file on an image folder",
-        description="Evaluate a model file on DIR (one subfolder per class, named as in training: "
-                    "class_indices.json beside the weights gives the labels) or builtin:digits.")
+        "evaluate", help="accuracy of a model file on an image folder", formatter_class=HelpFormatter,
+        description="Evaluate a model file on DIR (one subfolder per class, named as the model's "
+                    "classes) or builtin:digits.")
     p.add_argument("--weights", required=True, metavar="FILE", help="model file")
     p.add_argument("--data", required=True, help=f"image folder, or {BUILTIN_DIGITS}")
-    p.add_argument("--val-split", type=float, default=None, metavar="FRACTION",
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="the model's class names, one a line in index order (default: those the "
+                        "model file stores, or class_indices.json beside it)")
+    p.add_argument("--val-split", type=number(0, 1, low_open=True, high_open=True), default=None,
+                   metavar="FRACTION",
                    help="evaluate only the images `train --val-split FRACTION --seed SEED` held out")
-    p.add_argument("--seed", type=int, default=0, help="the training run's seed (with --val-split)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=integer(0), default=0, help="the training run's seed (with --val-split)")
+    p.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=32, metavar="N",
+                   help=f"images per batch, in [1, {MAX_BATCH}]")
+    p.add_argument("--workers", type=integer(1, MAX_WORKERS), default=2, metavar="N",
+                   help=f"image decoding threads, in [1, {MAX_WORKERS}]")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run)
+
+
+def _class_names(model, args) -> list[str]:
+    """The model's class names in index order: ``--labels``, stored, or class_indices.json."""
+    num_classes = model.graph.options.num_classes
+    if args.labels is not None:
+        return class_names(num_classes, args.labels)
+    if model.class_names is not None:
+        return model.class_names
+    beside = Path(args.weights).parent / "class_indices.json"
+    if beside.exists():
+        return read_class_indices(beside, num_classes)
+    raise ValueError(f"{args.weights}: the model file stores no class names, so its outputs cannot "
+                     f"be matched to class folders; give them with --labels FILE (one a line, in "
+                     f"index order)")
 
 
 def run(args) -> int:
     model = load(args.weights)
     if model.preprocess is None:
         raise ValueError(f"{args.weights}: the model file has no preprocessing preset")
-    indices_file = Path(args.weights).parent / "class_indices.json"
-    class_indices = json.loads(indices_file.read_text()) if indices_file.exists() else None
+    num_classes = model.graph.options.num_classes
+    indices = class_index(_class_names(model, args), args.labels or "class names")
     if args.data == BUILTIN_DIGITS:
-        data = digits(model.preprocess["crop"])
+        data = digits(model.preprocess["crop"], indices)
     else:
-        data = ImageFolder(args.data, class_indices)
+        data = ImageFolder(args.data, indices)
     if args.val_split is not None:
         data = data.subset(stratified_split(data.labels(), args.val_split, args.seed)[1])
-    num_classes = model.graph.options.num_classes
-    if len(data.class_indices) > num_classes:
-        raise ValueError(f"{args.data}: {len(data.class_indices)} classes, the model has {num_classes}")
     loader = Loader(data, EvalTransform(model.preprocess), args.batch_size, workers=args.workers)
     metrics = evaluate(model, loader, num_classes)
     metrics["skipped_images"] = loader.skipped

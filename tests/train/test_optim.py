@@ -84,5 +84,5 @@ def test_bad_options_are_named():
     p = Tensor(np.zeros(2, np.float32), requires_grad=True)
     with pytest.raises(ValueError, match=r"unknown options \['momentun'\]"):
         SGD([p], lr=0.1, momentun=0.9)
-    with pytest.raises(ValueError, match="lr must be a non-negative number"):
+    with pytest.raises(ValueError, match=r"SGD: lr: expected a number > 0.0, got -1.0"):
         SGD([p], lr=-1.0)
