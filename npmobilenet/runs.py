@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import validate
-from .spec import load_spec
+from .architecture import load_spec
 
 LAST, BEST, CONFIG = "last.safetensors", "best.safetensors", "config.json"
 LOCK, SAMPLES = ".lock", "samples"

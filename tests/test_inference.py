@@ -198,15 +198,16 @@ def test_plan_follows_an_optimizer_step(mode):
     assert _rel(after, _ops_path(model, x)[0]) <= 1e-10
 
 
-@pytest.mark.parametrize("source,arch,weights,expected", FIXTURE_CASES, ids=[c[2] for c in FIXTURE_CASES])
-def test_converted_fixtures_through_the_plan(source, arch, weights, expected, ops_forbidden):
-    """The conversion fixtures' logits (written by torch / Keras) through the plan."""
-    data = np.load(FIXTURES / expected)
+@pytest.mark.parametrize("case", FIXTURE_CASES, ids=[c.weights for c in FIXTURE_CASES])
+def test_converted_fixtures_through_the_plan(case, ops_forbidden):
+    """The conversion fixtures' logits (written by torch, Keras, timm) through the plan."""
+    data = np.load(FIXTURES / case.expected)
     for dtype, tolerance in ((np.float32, 1e-4), (np.float64, 1e-9)):
-        model = convert_file(source, arch, FIXTURES / weights, dtype=dtype)
+        model = convert_file(case.source, case.arch, FIXTURES / case.weights,
+                             case.depth_multiplier, dtype=dtype)
         for size in SIZES:
             with no_grad():
-                logits = model(data[f"x_{size}"].astype(dtype)).data
+                logits = model(case.inputs(data, size, dtype)).data
             assert logits.dtype == dtype
             assert _rel(logits, data[f"logits_{size}"]) < tolerance, (dtype, size)
 

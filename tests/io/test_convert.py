@@ -12,51 +12,62 @@ from .conftest import CASES, FIXTURES, SIZES, relative_error
 _models = {}
 
 
-def _converted(source, arch, weights, dtype=np.float32):
-    key = (weights, np.dtype(dtype).name)
+def _converted(case, dtype=np.float32):
+    key = (case.weights, np.dtype(dtype).name)
     if key not in _models:
-        _models[key] = convert_file(source, arch, FIXTURES / weights, dtype=dtype)
+        _models[key] = convert_file(case.source, case.arch, FIXTURES / case.weights,
+                                    case.depth_multiplier, dtype=dtype)
     return _models[key]
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("source,arch,weights,expected", CASES, ids=[c[2] for c in CASES])
-def test_fixture_logits_float32(source, arch, weights, expected, size):
-    model = _converted(source, arch, weights)
-    data = np.load(FIXTURES / expected)
-    x = data[f"x_{size}"]
-    assert x.dtype == np.float32
+@pytest.mark.parametrize("case", CASES, ids=[c.weights for c in CASES])
+def test_fixture_logits_float32(case, size):
+    model = _converted(case)
+    data = np.load(FIXTURES / case.expected)
+    x = case.inputs(data, size)
+    assert data[f"x_{size}"].dtype == np.float32
     logits = model(x).data
     assert logits.dtype == np.float32
     assert logits.shape == data[f"logits_{size}"].shape
     assert relative_error(logits, data[f"logits_{size}"]) < 1e-4
 
 
-@pytest.mark.parametrize("source,arch,weights,expected", CASES[:2] + CASES[3:4],
-                         ids=[c[2] for c in CASES[:2] + CASES[3:4]])
-def test_fixture_logits_float64(source, arch, weights, expected):
-    model = _converted(source, arch, weights, np.float64)
-    data = np.load(FIXTURES / expected)
+FLOAT64_CASES = [c for c in CASES if not c.weights.endswith(("_keras3.h5", ".safetensors"))]
+
+
+@pytest.mark.parametrize("case", FLOAT64_CASES, ids=[c.weights for c in FLOAT64_CASES])
+def test_fixture_logits_float64(case):
+    model = _converted(case, np.float64)
+    data = np.load(FIXTURES / case.expected)
     for size in SIZES:
-        logits = model(data[f"x_{size}"].astype(np.float64)).data
+        logits = model(case.inputs(data, size, np.float64)).data
         assert logits.dtype == np.float64
         assert relative_error(logits, data[f"logits_{size}"]) < 1e-9
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c.weights for c in CASES])
+def test_fixture_logits_depend_on_the_input(case):
+    """Random batch-norm statistics can make a net blind to its input: these are not."""
+    data = np.load(FIXTURES / case.expected)
+    logits = data[f"logits_{SIZES[0]}"]
+    assert relative_error(logits[0], logits[1]) > 1e-2
+
+
 def test_conversion_metadata():
-    model = _converted("keras", "mobilenet_v1", "keras_mobilenet_v1.h5")
+    model = _converted(CASES[1])
     o = model.graph.options
     assert (o.depth_multiplier, o.num_classes, o.bn_eps, o.padding) == (0.25, 10, 1e-3, "keras")
     assert model.preprocess["name"] == "keras"
     assert not model.training
-    tv = _converted("torchvision", "mobilenet_v2", "torchvision_mobilenet_v2.pth")
+    tv = _converted(CASES[0])
     o = tv.graph.options
     assert (o.bn_eps, o.padding, tv.preprocess["name"]) == (1e-5, "symmetric", "torchvision")
 
 
 def test_layouts_are_transposed():
     tensors = read_torch_state_dict(FIXTURES / "torchvision_mobilenet_v2.pth")
-    state = _converted("torchvision", "mobilenet_v2", "torchvision_mobilenet_v2.pth").state_dict()
+    state = _converted(CASES[0]).state_dict()
     w = tensors["features.0.0.weight"]  # (O, I, kh, kw)
     assert state["Conv/weights"][2, 1, 0, 5] == w[5, 0, 2, 1]
     dw = tensors["features.2.conv.1.0.weight"]  # (C, 1, kh, kw)
