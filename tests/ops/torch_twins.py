@@ -58,7 +58,8 @@ def depthwise_conv2d(x, w, stride=1, padding="SAME", dilation=1):
     return _nhwc(F.conv2d(xp, weight, stride=stride, dilation=dilation, groups=c))
 
 
-ACTIVATIONS = {None: lambda x: x, "relu": F.relu, "relu6": F.relu6}
+ACTIVATIONS = {None: lambda x: x, "identity": lambda x: x, "relu": F.relu, "relu6": F.relu6,
+               "hard_sigmoid": F.hardsigmoid, "hard_swish": F.hardswish}
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1,
