@@ -93,6 +93,18 @@ class Builder:
         self.current_stride *= stride
         return stride, 1
 
+    def bottlenecks(self, row: dict, base: str):
+        """The ``n`` repeats of a bottleneck row: yields ``(name, in_channels, stride, rate)``
+        for the caller to append the repeat's layers, then adds the residual (``name/add``) when
+        the stride is 1 and the output has the input's shape. Stride ``s`` goes to the first."""
+        for repeat in range(row.get("n", 1)):
+            name = self.scope(base)
+            shortcut, in_shape = self.current, self.shape
+            stride, rate = self.stride_and_rate(row["s"] if repeat == 0 else 1)
+            yield name, in_shape[2], stride, rate
+            if stride == 1 and self.shape == in_shape:
+                self.node(f"{name}/add", "add", inputs=(self.current, shortcut))
+
     # -- appending nodes -----------------------------------------------------------------
     def node(self, name: str, kind: str, inputs: tuple[str, ...] | None = None, **attrs) -> Node:
         """Append a node of ``kind`` fed by ``inputs`` (default: the current tensor)."""

@@ -12,6 +12,18 @@ def npmobilenet(*args):
                           text=True, timeout=600)
 
 
+def _predicted_right(out):
+    """Predict the held-out samples a run exported; (how many were named right, how many)."""
+    samples = sorted((out / "samples").glob("*.png"))
+    result = npmobilenet("predict", "--weights", str(out / "best.safetensors"), "--labels",
+                         str(out / "labels.txt"), "--topk", "1", *map(str, samples))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    right = sum(f"  {sample.stem.rsplit('_', 1)[1]} (" in lines[2 * i + 1]
+                for i, sample in enumerate(samples))
+    return right, len(samples)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
@@ -33,14 +45,8 @@ def test_train_reports_progress_and_writes_its_files(trained):
 
 def test_predict_names_the_held_out_digits(trained):
     out, _ = trained
-    samples = sorted((out / "samples").glob("*.png"))
-    result = npmobilenet("predict", "--weights", str(out / "best.safetensors"), "--labels",
-                         str(out / "labels.txt"), "--topk", "1", *map(str, samples))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    right = sum(f"  {sample.stem.rsplit('_', 1)[1]} (" in lines[2 * i + 1]
-                for i, sample in enumerate(samples))
-    assert right >= len(samples) - 2, result.stdout  # 10 digits, one per class; ~94% after 4 epochs
+    right, samples = _predicted_right(out)
+    assert right >= samples - 2  # 10 digits, one per class; ~94% after 4 epochs
 
 
 def test_evaluate_prints_accuracy_and_confusion(trained):
@@ -81,11 +87,5 @@ def test_train_and_predict_a_mobilenet_v3(tmp_path):
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split("best validation accuracy ")[1].split(";")[0])
     assert accuracy > 0.8  # 0.94 seen after 3 epochs
-    samples = sorted((out / "samples").glob("*.png"))
-    result = npmobilenet("predict", "--weights", str(out / "best.safetensors"), "--labels",
-                         str(out / "labels.txt"), "--topk", "1", *map(str, samples))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    right = sum(f"  {sample.stem.rsplit('_', 1)[1]} (" in lines[2 * i + 1]
-                for i, sample in enumerate(samples))
-    assert right >= len(samples) - 3, result.stdout
+    right, samples = _predicted_right(out)
+    assert right >= samples - 3

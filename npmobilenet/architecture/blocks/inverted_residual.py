@@ -30,10 +30,7 @@ def _check(path: str, row: dict) -> None:
 def expand(row: dict, b) -> None:
     out_channels = b.depth(row["c"])
     act = row.get("activation", b.options.activation)
-    for repeat in range(row.get("n", 1)):
-        name = b.scope("expanded_conv")
-        shortcut, in_channels = b.current, b.shape[2]
-        stride_, rate = b.stride_and_rate(row["s"] if repeat == 0 else 1)
+    for name, in_channels, stride_, rate in b.bottlenecks(row, "expanded_conv"):
         expanded = b.round(in_channels * row["t"]) if "t" in row else b.depth(row["exp"])
         if expanded != in_channels:
             b.conv(f"{name}/expand", 1, 1, 1, expanded, act)
@@ -43,8 +40,6 @@ def expand(row: dict, b) -> None:
                    squeeze=make_divisible(expanded // 4, SQUEEZE_DIVISOR, SQUEEZE_DIVISOR),
                    activation="relu", gate="hard_sigmoid")
         b.conv(f"{name}/project", 1, 1, 1, out_channels, None)
-        if stride_ == 1 and in_channels == out_channels:
-            b.node(f"{name}/add", "add", inputs=(b.current, shortcut))
 
 
 INVERTED_RESIDUAL = register_block(BlockType(

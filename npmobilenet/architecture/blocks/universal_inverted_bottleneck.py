@@ -31,10 +31,7 @@ def _check(path: str, row: dict) -> None:
 def expand(row: dict, b) -> None:
     out_channels = b.depth(row["c"])
     act = row.get("activation", b.options.activation)
-    for repeat in range(row.get("n", 1)):
-        name = b.scope("uib")
-        shortcut, in_channels = b.current, b.shape[2]
-        stride_, rate = b.stride_and_rate(row["s"] if repeat == 0 else 1)
+    for name, in_channels, stride_, rate in b.bottlenecks(row, "uib"):
         start, mid = row["start_kernel"], row["mid_kernel"]
         if start:
             b.conv(f"{name}/dw_start", start, 1 if mid else stride_, rate, None, "identity",
@@ -43,8 +40,6 @@ def expand(row: dict, b) -> None:
         if mid:
             b.conv(f"{name}/dw_mid", mid, stride_, rate, None, act, depthwise=True)
         b.conv(f"{name}/project", 1, 1, 1, out_channels, None)
-        if stride_ == 1 and in_channels == out_channels:
-            b.node(f"{name}/add", "add", inputs=(b.current, shortcut))
 
 
 UNIVERSAL_INVERTED_BOTTLENECK = register_block(BlockType(
