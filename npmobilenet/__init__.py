@@ -1,4 +1,4 @@
-"""npmobilenet: MobileNet v1 and v2 in NumPy + Numba.
+"""npmobilenet: MobileNet v1, v2, v3 and v4 in NumPy + Numba.
 
 Specs (JSON data) expand into named graphs; a small autograd engine runs and trains them.
 """

@@ -22,7 +22,7 @@ from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, describe, report
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="npmobilenet", description="MobileNet v1/v2 in NumPy.",
+        prog="npmobilenet", description="MobileNet v1-v4 in NumPy.",
         epilog="Exit codes: 0 success, 1 bad input or environment (one 'npmobilenet: error:' "
                "line), 2 usage error, 130 interrupted.")
     parser.add_argument("--debug", action="store_true",
