@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model import Model, build_model
-from ..spec import build_graph
+from ..model import Model
+from ..spec import build_graph, load_spec
+from ..validate import check_state_values
 from .keras_h5 import read_keras_h5
 from .preprocess import preset
 from .torch_pickle import read_torch_state_dict
@@ -192,8 +193,10 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     depth_multiplier : float or None (None: inferred from the shapes)
     dtype : float32 or float64
 
-    Returns an eval-mode Model with ``preprocess`` set to the source's preset. Raises ValueError naming each missing tensor or each tensor whose shape differs
-    (expected vs found, in the source's layout), and any source tensor left unused.
+    Returns an eval-mode Model with ``preprocess`` set to the source's preset. Raises ValueError
+    naming each missing tensor or each tensor whose shape differs (expected vs found, in the
+    source's layout), any source tensor left unused, and a tensor holding NaN or infinity or a
+    negative moving variance.
     """
     if source not in SOURCES:
         raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
@@ -201,11 +204,13 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
         raise ValueError(f"arch: expected one of {ARCHS}, got {arch!r}")
     if (source, arch) == ("torchvision", "mobilenet_v1"):
         raise ValueError("arch: torchvision has no MobileNet v1; use --arch mobilenet_v2")
+    check_state_values(tensors)
+    spec = load_spec(arch)
     options = {**_build_options(source, arch), "num_classes": _num_classes(source, arch, tensors)}
     candidates = MULTIPLIERS if depth_multiplier is None else (depth_multiplier,)
     first_problems = None
     for alpha in candidates:
-        graph = build_graph(arch, depth_multiplier=alpha, **options)
+        graph = build_graph(spec, depth_multiplier=alpha, **options)
         shapes = {**graph.parameter_shapes(), **graph.buffer_shapes()}
         plan = _plan(source, arch, shapes)
         problems = _mismatches(plan, shapes, tensors)
@@ -224,16 +229,24 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     if unused:
         raise ValueError(f"the {source} file has tensors that {arch} (depth_multiplier {alpha}) "
                          f"does not use: {', '.join(unused[:10])}")
-    model = build_model(arch, dtype=dtype, depth_multiplier=alpha, **options)
-    model.load_state_dict({key: layout.to_ours(np.asarray(tensors[name]))
-                           for key, (name, layout) in plan.items()})
+    # The graph that matched holds the converted weights directly: no random weights drawn first.
+    ours = {key: layout.to_ours(np.asarray(tensors[name])) for key, (name, layout) in plan.items()}
+    params = graph.parameter_shapes()
+    model = Model(graph, {key: value for key, value in ours.items() if key in params},
+                  {key: value for key, value in ours.items() if key not in params}, dtype=dtype)
+    model.spec = spec
     model.preprocess = preset("torchvision" if source == "torchvision" else "keras")
     return model.eval()
 
 
 def convert_file(source: str, arch: str, path: os.PathLike | str,
                  depth_multiplier: float | None = None, dtype=np.float32) -> Model:
-    """Read a torchvision ``.pth`` or Keras ``.h5`` file and convert it (see :func:`convert_state`)."""
+    """Read a torchvision ``.pth`` or Keras ``.h5`` file and convert it (see :func:`convert_state`).
+
+    Raises FileNotFoundError, or ValueError naming the file for a file that cannot be read
+    safely (see :func:`~npmobilenet.io.read_torch_state_dict`, :func:`~npmobilenet.io.read_keras_h5`)
+    or does not match the architecture.
+    """
     if source == "torchvision":
         tensors = read_torch_state_dict(path)
     elif source == "keras":
