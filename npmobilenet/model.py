@@ -212,9 +212,11 @@ class Model:
         """Copy arrays into the model (cast to its dtype).
 
         Raises ValueError listing every mis-shaped key, and with ``strict`` also every missing
-        and unexpected key; nothing is changed when it raises. Returns the missing and
-        unexpected keys.
+        and unexpected key; ValueError naming a tensor that holds NaN or infinity once cast
+        (1e300 is infinite in float32) or a negative moving variance. Nothing is changed when
+        it raises. Returns the missing and unexpected keys.
         """
+        from .validate import check_state_values
         targets = {name: p.data for name, p in self._params.items()}
         targets.update(self._buffers)
         missing = [name for name in targets if name not in state]
@@ -228,9 +230,11 @@ class Model:
             problems.append(f"unexpected keys: {', '.join(unexpected)}")
         if problems:
             raise ValueError("state_dict: " + "\n  ".join(problems))
-        for name, target in targets.items():
-            if name in state:
-                target[...] = np.asarray(state[name], dtype=self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing cast is refused below
+            values = {name: np.asarray(state[name], dtype=self.dtype) for name in targets if name in state}
+        check_state_values(values)
+        for name, value in values.items():
+            targets[name][...] = value
         self._plan = None
         return LoadResult(missing, unexpected)
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from ..architecture import build_graph, load_spec
 from ..kinds import KINDS, SourceLayout
-from ..model import Model, build_model
+from ..model import Model
+from ..validate import check_state_values
 from . import naming
 from .keras_h5 import read_keras_h5
 from .preprocess import preset
@@ -161,8 +162,10 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     depth_multiplier : float or None (None: inferred from the shapes)
     dtype : float32 or float64
 
-    Returns an eval-mode Model with ``preprocess`` set to the source's preset. Raises ValueError naming each missing tensor or each tensor whose shape differs
-    (expected vs found, in the source's layout), and any source tensor left unused.
+    Returns an eval-mode Model with ``preprocess`` set to the source's preset. Raises ValueError
+    naming each missing tensor or each tensor whose shape differs (expected vs found, in the
+    source's layout), any source tensor left unused, and a tensor holding NaN or infinity or a
+    negative moving variance.
     """
     if source not in SOURCES:
         raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
@@ -171,6 +174,7 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     if (source, arch) not in SOURCE_MODELS:
         offered = ", ".join(a for s, a in SOURCE_MODELS if s == source)
         raise ValueError(f"arch: {source} has no {arch} (it offers {offered})")
+    check_state_values(tensors)
     model_source = SOURCE_MODELS[(source, arch)]
     options = {**model_source.options,
                "num_classes": _num_classes(model_source, f"{source} {arch}", tensors)}
@@ -199,9 +203,12 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
     if unused:
         raise ValueError(f"the {source} file has tensors that {arch} (depth_multiplier {alpha}) "
                          f"does not use: {', '.join(unused[:10])}")
-    model = build_model(spec, dtype=dtype, depth_multiplier=alpha, **options)
-    model.load_state_dict({key: layout.to_ours(np.asarray(tensors[name]))
-                           for key, (name, layout) in plan.items()})
+    # The graph that matched holds the converted weights directly: no random weights drawn first.
+    ours = {key: layout.to_ours(np.asarray(tensors[name])) for key, (name, layout) in plan.items()}
+    params = graph.parameter_shapes()
+    model = Model(graph, {key: value for key, value in ours.items() if key in params},
+                  {key: value for key, value in ours.items() if key not in params}, dtype=dtype)
+    model.spec = spec
     model.preprocess = preset(model_source.preprocess)
     return model.eval()
 
@@ -209,7 +216,12 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
 def convert_file(source: str, arch: str, path: os.PathLike | str,
                  depth_multiplier: float | None = None, dtype=np.float32) -> Model:
     """Read a torchvision or timm ``.pth`` (timm also ``.safetensors``) or a Keras ``.h5`` file and
-    convert it (see :func:`convert_state`)."""
+    convert it (see :func:`convert_state`).
+
+    Raises FileNotFoundError, or ValueError naming the file for a file that cannot be read
+    safely (see :func:`~npmobilenet.io.read_torch_state_dict`, :func:`~npmobilenet.io.read_keras_h5`)
+    or does not match the architecture.
+    """
     if source == "timm" and str(path).endswith(".safetensors"):
         tensors = read_safetensors(path)
     elif source in ("torchvision", "timm"):

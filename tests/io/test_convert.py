@@ -136,3 +136,25 @@ def test_extra_tensors_are_reported():
     tensors["features.19.0.weight"] = np.zeros((1, 1, 1, 1), np.float32)
     with pytest.raises(ValueError, match=r"does not use: features\.19\.0\.weight"):
         convert_state("torchvision", "mobilenet_v2", tensors)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("features.0.0.weight", np.nan, r"features\.0\.0\.weight: holds a non-finite value \(nan"),
+    ("classifier.1.bias", -np.inf, r"classifier\.1\.bias: holds a non-finite value \(-inf"),
+    ("features.0.1.running_var", -0.5, r"features\.0\.1\.running_var: a moving variance is negative"),
+])
+def test_non_finite_weights_and_negative_variances_are_refused_by_source_name(name, value, message):
+    tensors = read_torch_state_dict(FIXTURES / "torchvision_mobilenet_v2.pth")
+    tensors[name] = tensors[name].copy()
+    tensors[name].flat[0] = value
+    with pytest.raises(ValueError, match=message):
+        convert_state("torchvision", "mobilenet_v2", tensors)
+
+
+def test_a_float64_value_infinite_in_float32_is_refused():
+    tensors = {name: value.astype(np.float64) if value.dtype == np.float32 else value
+               for name, value in read_torch_state_dict(FIXTURES / "torchvision_mobilenet_v2.pth").items()}
+    tensors["classifier.1.bias"][0] = 1e300
+    convert_state("torchvision", "mobilenet_v2", tensors, dtype=np.float64)  # finite in float64
+    with pytest.raises(ValueError, match=r"Logits/biases: holds a non-finite value \(inf"):
+        convert_state("torchvision", "mobilenet_v2", tensors, dtype=np.float32)

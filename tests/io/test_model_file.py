@@ -93,3 +93,50 @@ def test_tensors_not_matching_the_spec(tmp_path, keras_v1):
     safetensors.numpy.save_file(tensors, bad, {**metadata, "options": json.dumps(options)})
     with pytest.raises(ValueError, match=r"Logits/weights: expected \(256, 7\), got \(256, 10\)"):
         load(bad)
+
+
+def _small_model():
+    return build_model("mobilenet_v1", depth_multiplier=0.25, input_size=32, num_classes=3, seed=0)
+
+
+def test_class_names_are_kept_and_checked(tmp_path):
+    model = _small_model()
+    save(model, tmp_path / "unnamed.safetensors")
+    with safe_open(tmp_path / "unnamed.safetensors", framework="numpy") as handle:
+        assert "classes" not in handle.metadata()
+    assert load(tmp_path / "unnamed.safetensors").class_names is None
+    model.class_names = ["cat", "dog", "emu"]
+    save(model, tmp_path / "named.safetensors")
+    assert load(tmp_path / "named.safetensors").class_names == ["cat", "dog", "emu"]
+    for names, message in [(["cat", "dog"], "2 names for a model with 3 classes"),
+                           (["cat", "cat", "dog"], "'cat' is named more than once"),
+                           (["cat", "", "dog"], "expected a list of non-empty strings")]:
+        model.class_names = names
+        with pytest.raises(ValueError, match=message):
+            save(model, tmp_path / "refused.safetensors")
+    assert not (tmp_path / "refused.safetensors").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_saved_file_follows_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        save(_small_model(), tmp_path / "m.safetensors")
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "m.safetensors").st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_load_state_dict_refuses_non_finite_values_after_the_cast_and_changes_nothing():
+    model = _small_model()
+    before = model.state_dict()
+    for name, value, message in [
+            ("Logits/biases", 1e300, r"Logits/biases: holds a non-finite value \(inf"),  # float32 inf
+            ("Conv2d_0/weights", np.nan, r"Conv2d_0/weights: holds a non-finite value \(nan"),
+            ("Conv2d_0/BatchNorm/moving_variance", -1.0, "a moving variance is negative")]:
+        state = {key: array.astype(np.float64) for key, array in before.items()}
+        state[name].flat[0] = value
+        with pytest.raises(ValueError, match=message):
+            model.load_state_dict(state)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
