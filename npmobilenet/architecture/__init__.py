@@ -47,6 +47,7 @@ def load_spec(name_or_path) -> dict:
     invalid or too deeply nested JSON, or an invalid spec (naming the JSON path and value).
     """
     if isinstance(name_or_path, Mapping):
+        _check_depth(name_or_path, "spec")
         spec = copy.deepcopy(dict(name_or_path))
     else:
         text = os.fspath(name_or_path)
@@ -83,22 +84,22 @@ def _parse_json(raw: str, source: str):
         raise ValueError(f"{source}: invalid JSON: {error}") from None
     except RecursionError:
         raise ValueError(f"{source}: JSON nested too deeply") from None
-    if _depth(value) > LIMITS["nesting_depth"]:
-        raise ValueError(f"{source}: JSON nested more than {LIMITS['nesting_depth']} levels deep")
+    _check_depth(value, source)
     return value
 
 
-def _depth(value) -> int:
-    """Nesting depth of a parsed JSON value, iteratively (no recursion limit to hit)."""
-    deepest, stack = 0, [(value, 1)]
+def _check_depth(value, source: str) -> None:
+    """Refuse a value nested deeper than ``LIMITS["nesting_depth"]``, walking it iteratively and
+    no deeper than the limit (so neither Python's recursion limit nor a cycle is reached)."""
+    limit, stack = LIMITS["nesting_depth"], [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
+        if depth > limit:
+            raise ValueError(f"{source}: nested more than {limit} levels deep")
+        if isinstance(item, Mapping):
             stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             stack.extend((v, depth + 1) for v in item)
-    return deepest
 
 
 def build_graph(spec_or_name, **options) -> Graph:

@@ -317,7 +317,7 @@ def _offsets_past_the_end(source, target):
         "offsets", "resize"])
 def test_hostile_model_files_are_refused(model_file, tmp_path, make, fragment):
     source, image = model_file
-    (tmp_path / "secret.json").write_text(json.dumps(nm.spec.load_spec("mobilenet_v1")))
+    (tmp_path / "secret.json").write_text(json.dumps(nm.load_spec("mobilenet_v1")))
     hostile_file = make(source, tmp_path / "hostile.safetensors")
     result = run_cli("predict", "--weights", hostile_file, image, memory_mib=MEMORY_MIB)
     assert_one_line_error(result, str(hostile_file), fragment)
