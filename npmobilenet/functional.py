@@ -146,7 +146,12 @@ def log_softmax(x, axis=-1) -> Tensor:
 
 
 def cross_entropy(logits, labels, label_smoothing=0.0) -> Tensor:
-    """Mean cross-entropy of logits (N, K) against integer labels (N,), optionally smoothed."""
+    """Mean cross-entropy of logits (N, K) against labels, optionally smoothed towards uniform.
+
+    ``labels``: integer class indices (N,), or class probabilities (N, K) -- one-hot or soft
+    (mixup, distillation) -- as torch's ``cross_entropy`` takes them; probabilities are cast
+    to the logits' dtype and must lie in [0, 1] and sum to 1 per row.
+    """
     return apply("cross_entropy", logits, labels=labels, label_smoothing=label_smoothing)
 
 

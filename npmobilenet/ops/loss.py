@@ -35,12 +35,17 @@ def log_softmax_forward(x, axis=-1):
 
 
 def check_labels(labels, logits_shape) -> np.ndarray:
-    """Integer class indices (N,) in [0, K) for logits (N, K)."""
+    """Integer class indices (N,) in [0, K), or class probabilities (N, K) (one-hot or soft:
+    finite, in [0, 1], each row summing to 1), for logits (N, K)."""
     labels = np.asarray(labels)
     if len(logits_shape) != 2:
         raise ValueError(f"cross_entropy: logits must be (N, K), got shape {logits_shape}")
+    if labels.dtype.kind == "f" and labels.ndim == 2:
+        return _check_probabilities(labels, logits_shape)
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"cross_entropy: labels must be integer class indices, got dtype {labels.dtype}")
+        raise ValueError(f"cross_entropy: labels must be integer class indices (N,) or class "
+                         f"probabilities (N, K) of a float dtype, got dtype {labels.dtype} and shape "
+                         f"{labels.shape}")
     if labels.shape != logits_shape[:1]:
         raise ValueError(f"cross_entropy: labels must have shape ({logits_shape[0]},) for logits "
                          f"{logits_shape}, got {labels.shape}")
@@ -50,8 +55,29 @@ def check_labels(labels, logits_shape) -> np.ndarray:
     return labels
 
 
+PROBABILITY_SUM_TOLERANCE = 1e-3  # float32 sums of a thousand probabilities stray ~1e-5
+
+
+def _check_probabilities(labels, logits_shape) -> np.ndarray:
+    if labels.shape != tuple(logits_shape):
+        raise ValueError(f"cross_entropy: class probabilities must have the logits' shape "
+                         f"{tuple(logits_shape)}, got {labels.shape}")
+    if not np.isfinite(labels).all() or labels.min(initial=0.0) < 0 or labels.max(initial=0.0) > 1:
+        raise ValueError("cross_entropy: class probabilities must be finite numbers in [0, 1]")
+    sums = labels.sum(axis=1, dtype=np.float64)
+    bad = np.flatnonzero(np.abs(sums - 1) > PROBABILITY_SUM_TOLERANCE)
+    if bad.size:
+        raise ValueError(f"cross_entropy: class probabilities must sum to 1 in each row; row "
+                         f"{bad[0]} sums to {sums[bad[0]]:.6g}")
+    return labels
+
+
 def _target_distribution(labels, shape, smoothing, dtype):
+    """The target probabilities, smoothed towards uniform as torch does: (1 - s) * p + s / K."""
     n, k = shape
+    if labels.ndim == 2:
+        target = labels.astype(dtype) * np.asarray(1 - smoothing, dtype=dtype)
+        return target + np.asarray(smoothing / k, dtype=dtype)
     target = np.full(shape, smoothing / k, dtype=dtype)
     target[np.arange(n), labels] += np.asarray(1 - smoothing, dtype=dtype)
     return target
@@ -60,12 +86,15 @@ def _target_distribution(labels, shape, smoothing, dtype):
 def cross_entropy_vjp(g, saved, needs):
     log_probs, target = saved
     count = np.asarray(log_probs.shape[0], dtype=g.dtype)
-    return ((np.exp(log_probs) - target) * (g / count),)
+    mass = target.sum(axis=1, keepdims=True)  # 1 up to rounding
+    return ((np.exp(log_probs) * mass - target) * (g / count),)
 
 
 @register("cross_entropy", ("logits",), cross_entropy_vjp)
 def cross_entropy_forward(logits, labels, label_smoothing=0.0):
-    """Mean over the batch of -sum(target * log_softmax(logits)), target smoothed towards uniform."""
+    """Mean over the batch of -sum(target * log_softmax(logits)); the target is one-hot for
+    class indices or the given probabilities (cast to the logits' dtype), smoothed towards
+    uniform."""
     labels = check_labels(labels, logits.shape)
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}")

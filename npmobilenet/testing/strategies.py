@@ -253,10 +253,17 @@ def _softmax_case(draw, op):
 
 @st.composite
 def _cross_entropy_case(draw):
+    """Labels in each form ``cross_entropy`` takes: class indices, one-hot rows, soft rows."""
     n, k = draw(st.integers(1, 5)), draw(st.integers(2, 6))
     rng = np.random.default_rng(draw(_seed()))
+    form = draw(st.sampled_from(["indices", "one_hot", "soft"]))
+    labels = rng.integers(0, k, n)
+    if form == "one_hot":
+        labels = np.eye(k)[labels]
+    elif form == "soft":
+        labels = rng.dirichlet(np.ones(k), n)
     return OpCase("cross_entropy", (rng.standard_normal((n, k)) * 3,),
-                  {"labels": rng.integers(0, k, n), "label_smoothing": draw(st.sampled_from([0.0, 0.1]))})
+                  {"labels": labels, "label_smoothing": draw(st.sampled_from([0.0, 0.1]))})
 
 
 _OP_CASES = {

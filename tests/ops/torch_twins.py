@@ -102,6 +102,7 @@ TWINS = {
     "dropout": lambda x, mask: x * mask,
     "softmax": lambda x, axis=-1: torch.softmax(x, dim=axis),
     "log_softmax": lambda x, axis=-1: torch.log_softmax(x, dim=axis),
+    # labels: class indices (N,) or class probabilities (N, K), one-hot or soft; torch takes both.
     "cross_entropy": lambda logits, labels, label_smoothing=0.0: F.cross_entropy(
         logits, labels, label_smoothing=label_smoothing),
 }
