@@ -164,3 +164,45 @@ def test_the_plan_needs_no_kind_by_name(monkeypatch):
         with nm.no_grad():
             out = model(np.zeros((1, 45, 45, 3), np.float32))
         assert out.shape == (1, 3) and np.isfinite(out.data).all(), spec
+
+
+# -- every kind's gradient against finite differences --------------------------------------------
+
+def _first_of_each_kind(graph):
+    found = {}
+    for node in graph.nodes:
+        if node.layout.params:
+            found.setdefault(node.op, node)
+    return found
+
+
+@pytest.mark.parametrize("spec", ["mobilenet_v3_small", "mobilenet_v4_conv_small"])
+def test_every_kinds_gradients_match_finite_differences(spec):
+    """Input and parameter gradients of each kind's first node, through the whole model, in
+    float64. Eval mode: batch norm with batch statistics over a batch of two is too sharp for
+    finite differences (its backward is checked on its own and against torch's)."""
+    model = nm.build_model(spec, depth_multiplier=0.35, input_size=33, num_classes=3,
+                           dropout=0.0, dtype=np.float64, seed=0).eval()
+    rng = np.random.default_rng(1)
+    state = model.state_dict()  # statistics and shifts off their initial values, so that no
+    for key, value in state.items():  # activation sits exactly on a ReLU's kink
+        if key.endswith(("gamma", "moving_variance")):
+            state[key] = rng.uniform(0.5, 1.5, value.shape)
+        elif key.endswith(("beta", "moving_mean", "biases")):
+            state[key] = rng.normal(0, 0.3, value.shape)
+    model.load_state_dict(state)
+    x = rng.standard_normal((2, 33, 33, 3))
+    check_grad(model, x, names=("x",))
+    for node in _first_of_each_kind(model.graph).values():
+        for key in node.layout.params:
+            name = f"{node.name}/{key}"
+            original = model.param(node, key)
+
+            def logits(weights, name=name):
+                model._params[name] = weights  # the model reads this parameter from the test
+                return model(x)
+
+            try:
+                check_grad(logits, original.data.copy(), names=(name,))
+            finally:
+                model._params[name] = original
