@@ -12,6 +12,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 TORCH_FIXTURE = FIXTURES / "torchvision_mobilenet_v2.pth"
@@ -115,3 +117,13 @@ def write_zero_chunks(path: Path, name: str, shape: tuple, chunk: int) -> None:
 def set_values(path: Path, name: str, values) -> None:
     with h5py.File(path, "r+") as f:
         f[name][...] = np.asarray(values, dtype=f[name].dtype)
+
+
+# -- model files ---------------------------------------------------------------------------------
+
+def edited_model_file(source, target, metadata=None, tensors=None):
+    """A copy of a model file with metadata fields and tensors replaced."""
+    with safe_open(source, framework="numpy") as handle:
+        original = handle.metadata()
+    save_file({**load_file(source), **(tensors or {})}, target, metadata={**original, **(metadata or {})})
+    return target

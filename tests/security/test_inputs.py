@@ -7,13 +7,14 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
 
 import npmobilenet as nm
 from npmobilenet.io.preprocess import open_image
 from npmobilenet.memory import InsufficientMemory
 from npmobilenet.architecture import load_spec
 
+from . import hostile_files as hostile
 from .cli import assert_one_line_error, run_cli
 
 
@@ -93,25 +94,10 @@ def test_dot_output_quotes_hostile_names(tmp_path):
 
 # -- model files whose preprocessing is hostile ------------------------------------------------
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    model = nm.build_model("mobilenet_v1", depth_multiplier=0.25, input_size=32, num_classes=3,
-                           seed=0).eval()
-    model.preprocess = {"name": "test", "resize": 36, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    nm.save(model, path)
-    image = path.parent / "photo.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)).save(image)
-    return path, image
-
-
 def _with_preprocess(source, target, **update):
-    from safetensors import safe_open
-
     with safe_open(source, framework="numpy") as handle:
-        metadata = handle.metadata()
-    preprocess = {**json.loads(metadata["preprocess"]), **update}
-    save_file(load_file(source), target, metadata={**metadata, "preprocess": json.dumps(preprocess)})
+        preprocess = json.loads(handle.metadata()["preprocess"])
+    hostile.edited_model_file(source, target, {"preprocess": json.dumps({**preprocess, **update})})
 
 
 @pytest.mark.parametrize("update, fragment", [
@@ -121,10 +107,10 @@ def _with_preprocess(source, target, **update):
 ])
 def test_hostile_preprocessing_is_refused(model_file, tmp_path, update, fragment):
     source, image = model_file
-    hostile = tmp_path / "hostile.safetensors"
-    _with_preprocess(source, hostile, **update)
-    result = run_cli("predict", "--weights", hostile, image)
-    assert_one_line_error(result, str(hostile), fragment)
+    hostile_file = tmp_path / "hostile.safetensors"
+    _with_preprocess(source, hostile_file, **update)
+    result = run_cli("predict", "--weights", hostile_file, image)
+    assert_one_line_error(result, str(hostile_file), fragment)
     assert result.stdout == ""
 
 

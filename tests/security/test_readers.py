@@ -13,9 +13,7 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
 
 import npmobilenet as nm
 
@@ -264,25 +262,6 @@ def test_non_finite_or_negative_variance_keras_weights_are_refused(tmp_path, nam
 
 # -- model files ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    model = nm.build_model("mobilenet_v1", depth_multiplier=0.25, input_size=32, num_classes=3, seed=0)
-    model.preprocess = {"name": "test", "resize": 36, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    nm.save(model, path)
-    image = path.parent / "photo.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)).save(image)
-    return path, image
-
-
-def _edited(source, target, metadata=None, tensors=None):
-    """A copy of a model file with metadata fields and tensors replaced."""
-    with safe_open(source, framework="numpy") as handle:
-        original = handle.metadata()
-    save_file({**load_file(source), **(tensors or {})}, target, metadata={**original, **(metadata or {})})
-    return target
-
-
 def _options(source, **update) -> str:
     with safe_open(source, framework="numpy") as handle:
         return json.dumps({**json.loads(handle.metadata()["options"]), **update})
@@ -300,17 +279,17 @@ def _offsets_past_the_end(source, target):
 
 
 @pytest.mark.parametrize("make, fragment", [
-    (lambda s, t: _edited(s, t, {"options": _options(s, dtype="float16")}), "unknown option 'dtype'"),
-    (lambda s, t: _edited(s, t, {"options": _options(s, spec_or_name="mobilenet_v2")}),
+    (lambda s, t: hostile.edited_model_file(s, t, {"options": _options(s, dtype="float16")}), "unknown option 'dtype'"),
+    (lambda s, t: hostile.edited_model_file(s, t, {"options": _options(s, spec_or_name="mobilenet_v2")}),
      "unknown option 'spec_or_name'"),
-    (lambda s, t: _edited(s, t, {"spec": json.dumps(str(t.parent / "secret.json"))}),
+    (lambda s, t: hostile.edited_model_file(s, t, {"spec": json.dumps(str(t.parent / "secret.json"))}),
      "metadata 'spec' must be an object"),
-    (lambda s, t: _edited(s, t, {"classes": json.dumps(["cat", "dog"])}), "classes: 2 names for a model with 3"),
-    (lambda s, t: _edited(s, t, {"classes": json.dumps(["cat", "cat", "dog"])}), "'cat' is named more than once"),
-    (lambda s, t: _edited(s, t, tensors={"Logits/biases": np.array([0, np.nan, 0], np.float32)}),
+    (lambda s, t: hostile.edited_model_file(s, t, {"classes": json.dumps(["cat", "dog"])}), "classes: 2 names for a model with 3"),
+    (lambda s, t: hostile.edited_model_file(s, t, {"classes": json.dumps(["cat", "cat", "dog"])}), "'cat' is named more than once"),
+    (lambda s, t: hostile.edited_model_file(s, t, tensors={"Logits/biases": np.array([0, np.nan, 0], np.float32)}),
      "Logits/biases: holds a non-finite value"),
     (_offsets_past_the_end, "not a readable model file"),
-    (lambda s, t: _edited(s, t, {"preprocess": json.dumps(
+    (lambda s, t: hostile.edited_model_file(s, t, {"preprocess": json.dumps(
         {"name": "x", "resize": 10**6, "crop": 10**6, "mean": [0.5] * 3, "std": [0.5] * 3})}),
      "preprocess.resize"),
 ], ids=["dtype-option", "spec-option", "spec-path", "classes-count", "classes-repeated", "nan",
