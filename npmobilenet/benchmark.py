@@ -1,8 +1,8 @@
 """``npmobilenet bench``: the same MobileNet workloads in npmobilenet and, where installed,
 PyTorch and onnxruntime, timed alternately in one run so the ratios compare like with like.
 
-Workloads (224x224, float32): v1 and v2 inference at batch 1 and 8, and a training step
-(forward, backward, SGD update) at batch 16. Each is warmed up, then timed ``repeats`` times,
+Workloads (224x224, float32): v1, v2, v3-large and v4-conv-small inference at batch 1 and 8, and
+a training step (forward, backward, SGD update) at batch 16. Each is warmed up, then timed ``repeats`` times,
 alternating frameworks; medians are reported. Peak memory of a training step is measured in a
 fresh subprocess per framework, and start-up as the time to the first v2 inference in a new
 process with an empty and with a filled Numba cache. torch is imported only here, lazily.
@@ -25,7 +25,8 @@ from .model import build_model
 from .optim import SGD
 
 SIZE = 224
-WORKLOADS = [(arch, kind, batch) for arch in ("mobilenet_v1", "mobilenet_v2")
+WORKLOADS = [(arch, kind, batch)
+             for arch in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v4_conv_small")
              for kind, batch in (("inference", 1), ("inference", 8), ("train step", 16))]
 
 

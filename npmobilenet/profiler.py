@@ -2,7 +2,9 @@
 
 Each graph node is timed on its own: its inputs are the activations of a real forward pass,
 detached, and (with ``train``) its backward runs from a ones cotangent. The figures are medians
-over ``repeats`` runs after a warm-up, so Numba compilation is excluded.
+over ``repeats`` runs after a warm-up, so Numba compilation is excluded. :func:`profile_model`
+times the op-by-op path (what training runs); :func:`profile_plan` the inference plan's
+compiled steps (what ``model(x)`` runs in eval mode under ``no_grad``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,34 @@ def profile_model(model: Model, batch: int, train: bool = False, repeats: int = 
                                   1e3 * statistics.median(forward),
                                   1e3 * statistics.median(backward) if train else None))
     model.zero_grad()
+    return timings
+
+
+def profile_plan(model: Model, batch: int, repeats: int = 5, seed: int = 0) -> list[NodeTiming]:
+    """Time every step of ``model``'s inference plan on a random batch of its input size."""
+    height, width, channels = model.graph.input_shape
+    x = np.random.default_rng(seed).standard_normal((batch, height, width, channels)).astype(model.dtype)
+    model.eval()
+    with no_grad():
+        model(x)  # builds the plan and its buffers
+    plan = model._plan
+    values = {INPUT: x, **{name: t.data for name, t in model.end_points.items()}}
+    timings = []
+    for node in model.graph.nodes:
+        inputs = [values[i] for i in node.inputs]
+        step = plan.steps.get(node.name)
+        times = []
+        for attempt in range(repeats + 1):
+            start = time.perf_counter()
+            with no_grad():
+                if step is not None:
+                    step(inputs, plan.buffers)
+                else:
+                    plan.forward(node, *(Tensor(v) for v in inputs))
+            if attempt:
+                times.append(time.perf_counter() - start)
+        timings.append(NodeTiming(node.name, node.op, node.macs * batch,
+                                  1e3 * statistics.median(times), None))
     return timings
 
 

@@ -1,10 +1,11 @@
 """The profiler covers every node with sensible figures; the benchmark runs its workloads."""
 
 import numpy as np
+import pytest
 
 from npmobilenet import build_model
 from npmobilenet.benchmark import run_workloads, torch_model
-from npmobilenet.profiler import format_profile, profile_model
+from npmobilenet.profiler import format_profile, profile_model, profile_plan
 
 
 def test_profile_times_every_node_forward_and_backward():
@@ -19,11 +20,22 @@ def test_profile_times_every_node_forward_and_backward():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_benchmark_torch_twin_has_the_same_parameter_count():
-    graph = build_model("mobilenet_v2", seed=0).graph
+def test_profile_times_every_step_of_the_inference_plan():
+    model = build_model("mobilenet_v3_small", depth_multiplier=0.35, input_size=64, num_classes=10,
+                        seed=0)
+    timings = profile_plan(model, batch=2, repeats=1)
+    assert [t.name for t in timings] == [node.name for node in model.graph.nodes]
+    assert all(t.forward_ms > 0 and t.backward_ms is None for t in timings)
+    assert "squeeze_excite" in format_profile(timings)
+
+
+@pytest.mark.parametrize("arch, params", [("mobilenet_v2", 3_504_872), ("mobilenet_v3_large", 5_483_032),
+                                          ("mobilenet_v4_conv_small", 3_774_024)])
+def test_benchmark_torch_twin_has_the_same_parameter_count(arch, params):
+    graph = build_model(arch, seed=0).graph
     twin = torch_model(graph)
     trainable = sum(p.numel() for p in twin.parameters())
-    assert trainable == sum(node.params for node in graph.nodes) == 3_504_872
+    assert trainable == sum(node.params for node in graph.nodes) == params
 
 
 def test_benchmark_runs_a_workload_for_both_frameworks():
