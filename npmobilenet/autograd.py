@@ -4,16 +4,21 @@ A Tensor wraps an ndarray. When an op runs with grad enabled and some input requ
 result keeps a ``Node``: which op, which input tensors, and what the op saved for its
 vector-Jacobian product. ``backward`` walks those nodes in reverse topological order,
 accumulating gradients, undoing broadcasting in one place and checking every gradient's shape
-and dtype against its input.
+and dtype against its input. Gradient hooks (``register_hook``) and ``retain_grad`` let a reader
+see or change the gradient reaching any tensor; an active :func:`npmobilenet.trace` sees every
+vector-Jacobian product run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+from . import tracing
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -70,7 +75,9 @@ class Tensor:
         Whether ``backward`` should fill ``.grad`` for this tensor.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "node")
+    # _hooks: gradient hooks (None until register_hook or retain_grad); _retains_grad: set by
+    # retain_grad; trace_link: (trace, record id) of the traced op that produced this tensor.
+    __slots__ = ("data", "grad", "requires_grad", "node", "_hooks", "_retains_grad", "trace_link")
     __array_priority__ = 100  # ndarray <op> Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad: bool = False):
@@ -78,6 +85,8 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
         self.node: Node | None = None
+        self._hooks: list | None = None
+        self.trace_link = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -117,6 +126,34 @@ class Tensor:
 
     __rmul__ = __mul__
 
+    def __sub__(self, other):
+        from . import functional
+        return functional.sub(self, other)
+
+    def __rsub__(self, other):
+        from . import functional
+        return functional.sub(other, self)
+
+    def __truediv__(self, other):
+        from . import functional
+        return functional.div(self, other)
+
+    def __rtruediv__(self, other):
+        from . import functional
+        return functional.div(other, self)
+
+    def __pow__(self, other):
+        from . import functional
+        return functional.pow(self, other)
+
+    def __rpow__(self, other):
+        from . import functional
+        return functional.pow(other, self)
+
+    def __neg__(self):
+        from . import functional
+        return functional.neg(self)
+
     def __matmul__(self, other):
         from . import functional
         return functional.matmul(self, other)
@@ -135,6 +172,38 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         return Tensor(self.data)
+
+    def retain_grad(self) -> None:
+        """Keep this tensor's gradient in ``.grad`` after ``backward``, as leaves do.
+
+        For an intermediate result (an activation, a logit), whose gradient is otherwise passed
+        on and dropped. It is the gradient after any hooks, accumulated like a leaf's.
+        """
+        self._require_grad("retain_grad")
+        if self._hooks is None:
+            self._hooks = []
+        self._retains_grad = True
+
+    def register_hook(self, hook: Callable[[np.ndarray], np.ndarray | None]) -> "HookHandle":
+        """Call ``hook(grad)`` whenever ``backward`` computes the gradient reaching this tensor.
+
+        ``grad`` is a read-only ndarray of this tensor's shape and dtype (the engine may share
+        it between tensors); returning an array of that shape and dtype replaces it for the
+        rest of the pass, returning None keeps it. Hooks run in the order they were added, before
+        a leaf accumulates ``.grad``. Returns a handle whose ``remove()`` unregisters the hook.
+        """
+        self._require_grad("register_hook")
+        if not callable(hook):
+            raise TypeError(f"register_hook: expected a callable, got {type(hook).__name__}")
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(hook)
+        return HookHandle(self._hooks, hook)
+
+    def _require_grad(self, what: str) -> None:
+        if not self.requires_grad:
+            raise RuntimeError(f"{what}: this tensor does not require grad, so no gradient will "
+                               f"reach it")
 
     def backward(self, grad=None) -> None:
         """Accumulate d(self)/d(leaf) into ``.grad`` of every leaf that requires grad.
@@ -156,6 +225,35 @@ class Tensor:
                 raise ValueError(f"backward: grad must have shape {self.shape} and dtype {self.dtype}, "
                                  f"got {grad.shape} {grad.dtype}")
         _backpropagate(self, grad)
+
+
+class HookHandle:
+    """Returned by :meth:`Tensor.register_hook`; ``remove()`` unregisters the hook."""
+
+    def __init__(self, hooks: list, hook: Callable):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def _run_hooks(tensor: Tensor, grad: np.ndarray) -> np.ndarray:
+    """The gradient reaching ``tensor`` after its hooks; kept in ``.grad`` if it retains it."""
+    for hook in list(tensor._hooks):
+        shown = grad.view()
+        shown.flags.writeable = False
+        replaced = hook(shown)
+        if replaced is not None:
+            replaced = np.asarray(replaced)
+            if replaced.shape != tensor.shape or replaced.dtype != tensor.dtype:
+                raise RuntimeError(f"gradient hook {getattr(hook, '__name__', hook)!r} returned shape "
+                                   f"{replaced.shape} dtype {replaced.dtype}, expected "
+                                   f"{tensor.shape} {tensor.dtype}")
+            grad = replaced
+    if tensor.node is not None and getattr(tensor, "_retains_grad", False):
+        tensor.grad = grad.copy() if tensor.grad is None else tensor.grad + grad
+    return grad
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -190,11 +288,14 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _backpropagate(root: Tensor, grad: np.ndarray) -> None:
+    tracer = tracing.ACTIVE
     grads = {id(root): grad}
     for tensor in reversed(_topological_order(root)):
         g = grads.pop(id(tensor), None)
         if g is None:
             continue
+        if tensor._hooks is not None:
+            g = _run_hooks(tensor, g)
         node = tensor.node
         if node is None:
             # A copy: vjps may hand the same array to several inputs, and optimizers edit grads.
@@ -204,7 +305,13 @@ def _backpropagate(root: Tensor, grad: np.ndarray) -> None:
             raise RuntimeError(f"backward: the graph through op '{node.op.name}' was already used by "
                                f"an earlier backward call")
         needs = tuple(t.requires_grad for t in node.inputs)
-        input_grads = node.op.vjp(g, node.saved, needs)
+        if tracer is None:
+            input_grads = node.op.vjp(g, node.saved, needs)
+        else:
+            started = time.perf_counter()
+            input_grads = node.op.vjp(g, node.saved, needs)
+            tracer.record_backward(node.op.name, tensor, node.inputs, input_grads,
+                                   time.perf_counter() - started)
         node.saved = _RELEASED
         for index, (t, need, gi) in enumerate(zip(node.inputs, needs, input_grads)):
             if not need:

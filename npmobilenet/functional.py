@@ -79,9 +79,29 @@ def add(a, b) -> Tensor:
     return apply("add", _as_operand(a, b), _as_operand(b, a))
 
 
+def sub(a, b) -> Tensor:
+    """a - b with NumPy broadcasting."""
+    return apply("sub", _as_operand(a, b), _as_operand(b, a))
+
+
 def mul(a, b) -> Tensor:
     """a * b with NumPy broadcasting."""
     return apply("mul", _as_operand(a, b), _as_operand(b, a))
+
+
+def div(a, b) -> Tensor:
+    """a / b with NumPy broadcasting."""
+    return apply("div", _as_operand(a, b), _as_operand(b, a))
+
+
+def pow(a, b) -> Tensor:  # noqa: A001  (mirrors Python's name)
+    """a ** b with NumPy broadcasting; differentiable in both (in b where a > 0)."""
+    return apply("pow", _as_operand(a, b), _as_operand(b, a))
+
+
+def neg(x) -> Tensor:
+    """-x."""
+    return apply("neg", x)
 
 
 def matmul(a, b) -> Tensor:
@@ -157,7 +177,7 @@ def cross_entropy(logits, labels, label_smoothing=0.0) -> Tensor:
 
 __all__ = [
     "conv2d", "depthwise_conv2d", "separable_conv2d", "batch_norm", "relu", "relu6",
-    "hard_sigmoid", "hard_swish", "add", "mul",
+    "hard_sigmoid", "hard_swish", "add", "sub", "mul", "div", "pow", "neg",
     "matmul", "linear", "reshape", "transpose", "sum", "mean", "avg_pool2d", "global_avg_pool",
     "dropout", "softmax", "log_softmax", "cross_entropy",
 ]

@@ -7,6 +7,9 @@ chunks processed in parallel, each with its own partial sums, reduced at the end
 
 ``clip_max`` selects the activation: ``np.inf`` for ReLU, 6 for ReLU6, and ``NO_ACTIVATION``
 (NaN, which never compares true) for none.
+
+Readable references (the formulas, in NumPy): ``reference.batch_statistics_reference``,
+``normalize_activate_reference``, ``bias_activate_reference``, ``batch_norm_backward_reference``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import reference, switch
 from .jit_cache import CACHE
 
 NO_ACTIVATION = np.nan
@@ -42,6 +46,8 @@ def _channel_sums(x, shift, chunks):
 
 def batch_statistics(x2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and biased variance per channel of (M, C), both float64 (C,)."""
+    if switch.REFERENCE:
+        return reference.batch_statistics_reference(x2d)
     rows = x2d.shape[0]
     shift = x2d[0].astype(np.float64)  # shifting by a sample avoids cancellation in E[x^2] - E[x]^2
     s1, s2 = _channel_sums(x2d, shift, _chunks(rows))
@@ -49,9 +55,15 @@ def batch_statistics(x2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return shift + mean_shifted, np.maximum(s2 / rows - mean_shifted * mean_shifted, 0.0)
 
 
-@numba.njit(parallel=True, cache=CACHE)
 def normalize_activate(x, scale, offset, clip_max, out):
     """out = clip(x * scale + offset, 0, clip_max) per channel (no clip when clip_max is NaN)."""
+    if switch.REFERENCE:
+        return reference.normalize_activate_reference(x, scale, offset, clip_max, out)
+    return _normalize_activate(x, scale, offset, clip_max, out)
+
+
+@numba.njit(parallel=True, cache=CACHE)
+def _normalize_activate(x, scale, offset, clip_max, out):
     rows, channels = x.shape
     activate = not np.isnan(clip_max)
     for i in numba.prange(rows):
@@ -92,6 +104,8 @@ def bias_activate(y2d: np.ndarray, bias: np.ndarray, clip_max) -> np.ndarray:
 
     The epilogue of a convolution whose eval-mode batch norm was folded into its weights.
     """
+    if switch.REFERENCE:
+        return reference.bias_activate_reference(y2d, bias, clip_max)
     clip_max = y2d.dtype.type(clip_max)  # a float64 bound would widen the float32 loop
     if y2d.size >= EPILOGUE_PARALLEL_MIN_SIZE and numba.get_num_threads() > 1:
         _bias_activate_chunks(y2d, bias, clip_max, 4 * numba.get_num_threads())
@@ -138,6 +152,9 @@ def _grad_input(g, x, out, mean, inv_std, scale, sum_g, sum_g_xhat, count, clip_
 
 def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input):
     """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype."""
+    if switch.REFERENCE:
+        return reference.batch_norm_backward_reference(g2d, x2d, out2d, mean, inv_std, gamma,
+                                                       clip_max, batch_stats, needs_input)
     rows = g2d.shape[0]
     sum_g, sum_g_xhat = _masked_sums(g2d, x2d, out2d, mean, inv_std, clip_max, _chunks(rows))
     dtype = g2d.dtype

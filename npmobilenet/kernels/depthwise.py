@@ -17,6 +17,9 @@ cancelled the whole gain of the second thread.
 Multiplier M > 1 runs the M == 1 kernels over the input repeated M times along channels
 (channel c*M + m of the repeat is channel c of x): a copy of x, but MobileNet only uses M == 1.
 
+Readable references (the spec these kernels implement): ``reference.depthwise_*_reference``;
+``use_reference_kernels()`` (:mod:`.switch`) makes the entry points below run them instead.
+
 Contract (the op layer validates, these functions do not): floating x, w, g of one dtype, which
 the results keep; ``stride``, ``dilation`` pairs of positive ints; ``pads`` four non-negative
 ints with the (dilated) kernel fitting the padded input.
@@ -30,6 +33,7 @@ import types
 import numba
 import numpy as np
 
+from . import reference, switch
 from .jit_cache import CACHE
 from numba import prange
 
@@ -197,6 +201,8 @@ def depthwise_forward(x, w, stride, dilation, pads, bias=None, clip_max=None, ou
     -------
     out : (N, OH, OW, C*M), x's dtype; OH = (H + top + bottom - dh*(kh-1) - 1) // sh + 1
     """
+    if switch.REFERENCE:
+        return reference.depthwise_forward_reference(x, w, stride, dilation, pads, bias, clip_max, out)
     kh, kw, c, m = w.shape
     n = x.shape[0]
     oh, ow = _out_hw(x.shape[1:3], (kh, kw), stride, dilation, pads)
@@ -238,6 +244,8 @@ def depthwise_grad_input(g, w, input_hw, stride, dilation, pads):
     Stride 1 is the forward kernel over g with the kernel turned 180 degrees; larger strides
     visit, per input row, only the output rows that read it.
     """
+    if switch.REFERENCE:
+        return reference.depthwise_grad_input_reference(g, w, input_hw, stride, dilation, pads)
     kh, kw, c, m = w.shape
     n, out_h, out_w, _ = g.shape
     (height, width), (sh, sw), (dh, dw) = input_hw, stride, dilation
@@ -260,6 +268,8 @@ def depthwise_grad_weight(x, g, kernel_hw, stride, dilation, pads):
 
     x : (N, H, W, C); g : (N, OH, OW, C*M); kernel_hw : (kh, kw). Returns (kh, kw, C, M), x's dtype.
     """
+    if switch.REFERENCE:
+        return reference.depthwise_grad_weight_reference(x, g, kernel_hw, stride, dilation, pads)
     kh, kw = kernel_hw
     c = x.shape[3]
     cm = g.shape[3]

@@ -3,7 +3,8 @@
 Axis legend: x (N, H, W, C); columns (N, OH, OW, kh, kw, C), so that
 ``columns.reshape(N*OH*OW, kh*kw*C) @ w.reshape(kh*kw*C, Cout)`` is the convolution with an HWIO
 weight, with no transpose of either operand. Taps outside the input read zero; neither
-direction makes a padded copy of the image.
+direction makes a padded copy of the image. The readable references (a padded copy, one tap at
+a time) are ``reference.im2col_reference`` and ``reference.col2im_reference``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numba
 import numpy as np
 
 from ..geometry import Pads
+from . import reference, switch
 from .jit_cache import CACHE
 
 
@@ -65,6 +67,8 @@ def im2col(x: np.ndarray, kernel, stride, dilation, pads: Pads, out_hw, out=None
 
     ``out``: an (N, OH, OW, kh, kw, C) C-contiguous array of x's dtype to fill (reused buffers).
     """
+    if switch.REFERENCE:
+        return reference.im2col_reference(x, kernel, stride, dilation, pads, out_hw, out)
     n, h, w, c = x.shape
     (kh, kw), (oh, ow) = kernel, out_hw
     if out is None:
@@ -88,6 +92,8 @@ def _inside(offset: int, size: int, out_size: int, s: int) -> tuple[slice, slice
 def col2im(columns: np.ndarray, input_hw, kernel, stride, dilation, pads: Pads) -> np.ndarray:
     """Adjoint of ``im2col``: scatter-add (N, OH, OW, kh, kw, C) windows back to (N, H, W, C).
     Windows reading padding are skipped, so the sum goes straight into the unpadded result."""
+    if switch.REFERENCE:
+        return reference.col2im_reference(columns, input_hw, kernel, stride, dilation, pads)
     n, oh, ow, kh, kw, c = columns.shape
     (h, w), (sh, sw), (dh, dw) = input_hw, stride, dilation
     gx = np.zeros((n, h, w, c), dtype=columns.dtype)

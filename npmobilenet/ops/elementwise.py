@@ -1,4 +1,10 @@
-"""Elementwise ops: broadcasting add and mul, activations, dropout's mask."""
+"""Elementwise ops: broadcasting arithmetic (add, sub, mul, div, pow, neg), activations,
+dropout's mask.
+
+Each vjp follows from the derivative: d(a - b) = da - db, d(a / b) = da / b - a db / b^2,
+d(a^b) = b a^(b-1) da + a^b log(a) db. Gradients come back in the broadcast shape;
+``backward`` sums them down to each input's shape.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,16 @@ def add_forward(a, b):
     return a + b, None
 
 
+@register("sub", ("a", "b"), lambda g, saved, needs: (g, -g if needs[1] else None))
+def sub_forward(a, b):
+    return a - b, None
+
+
+@register("neg", ("x",), lambda g, saved, needs: (-g,))
+def neg_forward(x):
+    return -x, None
+
+
 def mul_vjp(g, saved, needs):
     a, b = saved
     return (g * b if needs[0] else None), (g * a if needs[1] else None)
@@ -20,6 +36,32 @@ def mul_vjp(g, saved, needs):
 @register("mul", ("a", "b"), mul_vjp)
 def mul_forward(a, b):
     return a * b, (a, b)
+
+
+def div_vjp(g, saved, needs):
+    b, out = saved
+    return (g / b if needs[0] else None), (-g * out / b if needs[1] else None)
+
+
+@register("div", ("a", "b"), div_vjp)
+def div_forward(a, b):
+    out = a / b
+    return out, (b, out)
+
+
+def pow_vjp(g, saved, needs):
+    a, b, out = saved
+    ga = g * b * a ** (b - np.asarray(1, b.dtype)) if needs[0] else None
+    # d/db a^b = a^b log(a): defined for a > 0 only (NaN elsewhere, as in torch).
+    gb = g * out * np.log(a) if needs[1] else None
+    return ga, gb
+
+
+@register("pow", ("a", "b"), pow_vjp)
+def pow_forward(a, b):
+    """a ** b elementwise with broadcasting (a negative base needs an integral exponent)."""
+    out = a ** b
+    return out, (a, b, out)
 
 
 def relu_vjp(g, out, needs):

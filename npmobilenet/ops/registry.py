@@ -3,16 +3,19 @@
 ``forward(*arrays, **attrs) -> (out, saved)`` computes the result from ndarrays and returns what
 the vjp needs. ``vjp(grad_out, saved, needs) -> tuple`` returns one gradient per input (``None``
 where ``needs`` is False, so frozen inputs cost nothing). ``apply`` validates the inputs, runs
-the forward and records the node when a gradient will be wanted.
+the forward and records the node when a gradient will be wanted (and, while a trace is active,
+reports the op to it: see :mod:`npmobilenet.tracing`).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from .. import tracing
 from ..autograd import Node, Tensor, as_float_array, is_grad_enabled
 
 
@@ -66,12 +69,20 @@ def apply(name: str, *inputs, **attrs) -> Tensor:
     if len(dtypes) > 1:
         described = ", ".join(f"{arg}={t.dtype}" for arg, t in zip(op.input_names, tensors))
         raise ValueError(f"{name}: inputs mix float dtypes ({described}); cast them to one dtype")
-    out, saved = op.forward(*(t.data for t in tensors), **attrs)
+    tracer = tracing.ACTIVE
+    if tracer is None:
+        out, saved = op.forward(*(t.data for t in tensors), **attrs)
+    else:
+        started = time.perf_counter()
+        out, saved = op.forward(*(t.data for t in tensors), **attrs)
+        seconds = time.perf_counter() - started
     result = Tensor(out)
     if is_grad_enabled() and any(t.requires_grad for t in tensors):
         result.requires_grad = True
         result.node = Node(op if op.vjp is not None else Op(op.name, op.input_names, op.forward,
                                                            _missing_vjp(op)), tensors, saved)
+    if tracer is not None:
+        tracer.record_forward(name, tensors, result, seconds)
     return result
 
 

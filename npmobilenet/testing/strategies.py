@@ -144,15 +144,29 @@ def _conv_case(draw, op):
     return OpCase(op, (x, w), geometry.attrs)
 
 
+def _normal(rng, shape):
+    return rng.standard_normal(shape)
+
+
+def _away_from_zero(rng, shape):
+    """Magnitudes in [0.5, 2]: a divisor whose quotient finite differences resolve."""
+    return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2, shape)
+
+
 @st.composite
-def _broadcast_pair(draw, op):
+def _broadcast_pair(draw, op, a_values=_normal, b_values=_normal):
     shape = draw(_shape())
     # The second operand drops leading axes and/or has ones where the first has extents.
     drop = draw(st.integers(0, len(shape) - 1))
     other = tuple(n if draw(st.booleans()) else 1 for n in shape[drop:])
     a_shape, b_shape = (shape, other) if draw(st.booleans()) else (other, shape)
     rng = np.random.default_rng(draw(_seed()))
-    return OpCase(op, (rng.standard_normal(a_shape), rng.standard_normal(b_shape)))
+    return OpCase(op, (a_values(rng, a_shape), b_values(rng, b_shape)))
+
+
+@st.composite
+def _neg_case(draw):
+    return OpCase("neg", (np.random.default_rng(draw(_seed())).standard_normal(draw(_shape())),))
 
 
 @st.composite
@@ -271,6 +285,12 @@ _OP_CASES = {
     "depthwise_conv2d": lambda: _conv_case("depthwise_conv2d"),
     "add": lambda: _broadcast_pair("add"),
     "mul": lambda: _broadcast_pair("mul"),
+    "sub": lambda: _broadcast_pair("sub"),
+    "div": lambda: _broadcast_pair("div", b_values=_away_from_zero),
+    # A positive base, so the exponent's gradient a^b log(a) exists.
+    "pow": lambda: _broadcast_pair("pow", lambda rng, shape: rng.uniform(0.5, 2, shape),
+                                   lambda rng, shape: rng.uniform(-2, 2, shape)),
+    "neg": _neg_case,
     "relu": lambda: _activation_case("relu"),
     "relu6": lambda: _activation_case("relu6"),
     "matmul": _matmul_case,
