@@ -10,16 +10,19 @@ still holds one (an end point, the output): a held buffer is left alone and a ne
 allocated, so arrays returned earlier never change. The folded weights are a snapshot: the model
 drops its plan whenever its parameters may change (load_state_dict, train/eval, a forward
 recorded for backward); after editing parameter arrays in place by hand, call ``model.eval()``
-again. Like ``end_points``, a plan serves one call at a time.
+again. Like ``end_points``, a plan serves one call at a time. An active trace
+(:mod:`npmobilenet.tracing`) records each compiled step as ``plan.<kind>``.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Callable
 
 import numpy as np
 
+from . import tracing
 from .architecture.graph import INPUT
 from .autograd import Tensor
 from .kinds import KINDS
@@ -73,13 +76,22 @@ class InferencePlan:
         """Run the nodes after ``start`` on its activation ``x``; returns node name -> output."""
         self.calls += 1
         values = {start: x}
+        tracer = tracing.ACTIVE
         for node in self._nodes_after(start):
             inputs = [values[i] for i in node.inputs]
             step = self.steps.get(node.name)
-            if step is not None:
+            if step is None:
+                if tracer is not None:
+                    tracer.node = node.name
+                values[node.name] = self.forward(node, *(Tensor(v) for v in inputs)).data
+            elif tracer is None:
                 values[node.name] = step(inputs, self.buffers)
             else:
-                values[node.name] = self.forward(node, *(Tensor(v) for v in inputs)).data
+                started = time.perf_counter()
+                values[node.name] = step(inputs, self.buffers)
+                tracer.record_step(node, inputs, values[node.name], time.perf_counter() - started)
+        if tracer is not None:
+            tracer.node = None
         values.pop(start)
         return values
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import memory
+from . import memory, tracing
 from .architecture import Graph, expand, load_spec, resolve_options
 from .architecture.graph import INPUT
 from .autograd import Tensor, is_grad_enabled, no_grad
@@ -116,8 +116,13 @@ class Model:
         values = {start: value}
         names = [node.name for node in self.graph.nodes]
         first = 0 if start == INPUT else names.index(start) + 1
+        tracer = tracing.ACTIVE  # an active trace labels each op with the node running it
         for node in self.graph.nodes[first:]:
+            if tracer is not None:
+                tracer.node = node.name
             values[node.name] = self._forward_node(node, *(values[i] for i in node.inputs))
+        if tracer is not None:
+            tracer.node = None
         values.pop(INPUT, None)
         self.end_points = values
         return values[self.graph.output]
@@ -197,6 +202,14 @@ class Model:
     def num_parameters(self) -> int:
         """Number of trainable scalars."""
         return sum(p.data.size for p in self._params.values())
+
+    def summary(self) -> str:
+        """Print the per-layer table (output shapes, parameters trainable and frozen, parameter
+        and activation memory, MACs; see :meth:`Graph.summary`) and return it as a string."""
+        frozen = {name for name, p in self._params.items() if not p.requires_grad}
+        text = self.graph.summary(frozen, self.dtype)
+        print(text)
+        return text
 
     def zero_grad(self) -> None:
         for p in self._params.values():

@@ -9,7 +9,11 @@ parameters and buffers, ``weights`` (kernel entries, what TF-slim's tables call 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..kinds import Layout
 from .options import Options
@@ -98,29 +102,56 @@ class Graph:
                 "input_shape": list(self.input_shape), "min_input_size": list(self.min_input_size),
                 "nodes": [node.to_dict() for node in self.nodes], "total": self.totals()}
 
-    def summary_dict(self) -> dict:
-        """Per-layer rows and totals, as printed by ``npmobilenet summary --json``."""
-        layers = [{"name": n.name, "op": n.op, "output_shape": list(n.out_shape),
-                   "weights": n.weights, "params": n.params, "macs": n.macs} for n in self.nodes]
-        return {"layers": layers, "total": self.totals()}
+    def summary_dict(self, frozen: Collection[str] = (), dtype=np.float32) -> dict:
+        """Per-layer rows and totals, as printed by ``npmobilenet summary --json``.
 
-    def summary(self) -> str:
-        """A per-layer table like TF-slim's docstring tables, with totals."""
-        header = ("Layer", "op", "output shape", "weights", "params", "MACs")
-        rows = [(n.name, n.op, "x".join(map(str, n.out_shape)), f"{n.weights:,}", f"{n.params:,}",
-                 f"{n.macs:,}") for n in self.nodes]
-        total = self.totals()
-        footer = ("Total", "", "", f"{total['weights']:,}", f"{total['params']:,}",
-                  f"{total['macs']:,}")
-        widths = [max(len(row[i]) for row in (header, *rows, footer)) for i in range(6)]
+        ``frozen``: names ``"{node}/{param}"`` of parameters that are not trained. Each row gives
+        ``params`` (all trainable entries: kernels, batch-norm gamma and beta, biases), split
+        into ``trainable`` and ``frozen``; ``param_bytes`` (parameters and moving statistics)
+        and ``activation_bytes`` (the node's output for one image) at ``dtype``.
+        """
+        itemsize = np.dtype(dtype).itemsize
+        layers = []
+        for n in self.nodes:
+            fixed = sum(math.prod(p.shape) for key, p in n.layout.params.items()
+                        if f"{n.name}/{key}" in frozen)
+            buffers = sum(math.prod(p.shape) for p in n.layout.buffers.values())
+            layers.append({"name": n.name, "op": n.op, "output_shape": list(n.out_shape),
+                           "weights": n.weights, "params": n.params, "trainable": n.params - fixed,
+                           "frozen": fixed, "buffers": buffers,
+                           "param_bytes": (n.params + buffers) * itemsize,
+                           "activation_bytes": math.prod(n.out_shape) * itemsize, "macs": n.macs})
+        total = {key: sum(row[key] for row in layers) for key in _SUMMED}
+        return {"layers": layers, "total": {**total, "dtype": np.dtype(dtype).name}}
+
+    def summary(self, frozen: Collection[str] = (), dtype=np.float32) -> str:
+        """A per-layer table like TF-slim's docstring tables and torchinfo's, with totals:
+        output shape, weights, parameters (and how many are frozen), parameter and activation
+        memory, MACs. Arguments as :meth:`summary_dict`."""
+        summary = self.summary_dict(frozen, dtype)
+        header = ("Layer", "op", "output shape", "weights", "params", "frozen", "param mem",
+                  "act mem", "MACs")
+        rows = [(r["name"], r["op"], "x".join(map(str, r["output_shape"])), f"{r['weights']:,}",
+                 f"{r['params']:,}", f"{r['frozen']:,}", _bytes(r["param_bytes"]),
+                 _bytes(r["activation_bytes"]), f"{r['macs']:,}") for r in summary["layers"]]
+        t = summary["total"]
+        footer = ("Total", "", "", f"{t['weights']:,}", f"{t['params']:,}", f"{t['frozen']:,}",
+                  _bytes(t["param_bytes"]), _bytes(t["activation_bytes"]), f"{t['macs']:,}")
+        widths = [max(len(row[i]) for row in (header, *rows, footer)) for i in range(len(header))]
 
         def line(row):
             left = [row[i].ljust(widths[i]) for i in range(3)]
-            right = [row[i].rjust(widths[i]) for i in range(3, 6)]
+            right = [row[i].rjust(widths[i]) for i in range(3, len(header))]
             return "  ".join(left + right).rstrip()
 
         rule = "-" * len(line(header))
-        return "\n".join([line(header), rule, *map(line, rows), rule, line(footer)])
+        notes = [f"Trainable parameters: {t['trainable']:,}; frozen: {t['frozen']:,}; batch-norm "
+                 f"moving statistics (not trained): {t['buffers']:,}",
+                 f"Parameter memory: {_bytes(t['param_bytes'])} ({t['dtype']}, moving statistics "
+                 f"included)",
+                 f"Activation memory: {_bytes(t['activation_bytes'])} per image ({t['dtype']}, every "
+                 f"layer's output in one forward pass; training keeps them all for backward)"]
+        return "\n".join([line(header), rule, *map(line, rows), rule, line(footer), "", *notes])
 
     def to_dot(self) -> str:
         """Graphviz DOT text: one box per node (name, op, output shape), edges from inputs.
@@ -140,6 +171,18 @@ class Graph:
             lines.extend(f"  {q(source)} -> {q(n.name)};" for source in n.inputs)
         lines.append("}")
         return "\n".join(lines) + "\n"
+
+
+_SUMMED = ("weights", "params", "trainable", "frozen", "buffers", "param_bytes",
+           "activation_bytes", "macs")
+
+
+def _bytes(count: int) -> str:
+    """A byte count for people: B, KiB, MiB or GiB with three significant digits."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} B"
 
 
 def dot_string(text: str) -> str:
