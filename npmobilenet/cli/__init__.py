@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # usage errors: argparse exits 2
     debug = args.debug or os.environ.get("NPMOBILENET_DEBUG", "") not in ("", "0")
     try:
+        trace_file = getattr(args, "trace", None)  # --trace FILE (train, predict)
+        if trace_file is not None:
+            return _traced(args, trace_file)
         return args.func(args) or 0
     except KeyboardInterrupt:
         report("interrupted")
@@ -57,6 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         message, code = describe(error)
         report(message)
         return code
+
+
+def _traced(args, path) -> int:
+    """Run the subcommand inside an op trace (``--trace FILE``) and write the trace to ``path``,
+    also when the command fails: what ran up to the failure is what one wants to see."""
+    from ..tracing import trace
+
+    with trace() as recorded:
+        try:
+            return args.func(args) or 0
+        finally:
+            recorded.save(path)
 
 
 if __name__ == "__main__":

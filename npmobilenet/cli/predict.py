@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--labels", metavar="FILE", default=None,
                         help="class names, one a line (default: ImageNet names for 1000- and "
                              "1001-class models)")
+    parser.add_argument("--trace", metavar="FILE", help="write an op trace to FILE (.json, .dot or a table)")
     parser.set_defaults(func=run)
 
 

@@ -103,6 +103,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--export-samples", type=integer(0), default=10, metavar="N",
                    help="write N held-out images, the classes in turn, to OUT/samples (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trace", metavar="FILE", help="write an op trace to FILE (.json, .dot or a table)")
     p.set_defaults(func=run, usage_error=p.error)
 
 

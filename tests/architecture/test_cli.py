@@ -18,7 +18,8 @@ def test_summary_json_matches_tf_slim_table(capsys):
     assert set(out) == {"layers", "total"}
     assert [(r["name"], r["weights"], r["macs"]) for r in out["layers"]] == [
         (r["endpoint"], r["params"], r["macs"]) for r in reference["layers"]]
-    assert set(out["layers"][0]) == {"name", "op", "output_shape", "weights", "params", "macs"}
+    assert set(out["layers"][0]) == {"name", "op", "output_shape", "weights", "params", "trainable",
+                                     "frozen", "buffers", "param_bytes", "activation_bytes", "macs"}
     assert out["layers"][0]["output_shape"] == [64, 64, 24]
     assert out["layers"][0]["params"] == 648 + 2 * 24  # kernel + batch-norm gamma and beta
     assert out["total"]["weights"] == 1_800_144 and out["total"]["macs"] == 106_002_432
@@ -27,8 +28,10 @@ def test_summary_json_matches_tf_slim_table(capsys):
 def test_summary_table_with_head(capsys):
     assert main(["summary", "mobilenet_v2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["Layer", "op", "output", "shape", "weights", "params", "MACs"]
-    assert lines[-1].split() == ["Total", "3,469,760", "3,504,872", "300,774,272"]
+    assert lines[0].split() == ["Layer", "op", "output", "shape", "weights", "params", "frozen",
+                                "param", "mem", "act", "mem", "MACs"]
+    total = next(line for line in lines if line.startswith("Total")).split()
+    assert total[:4] + total[-1:] == ["Total", "3,469,760", "3,504,872", "0", "300,774,272"]
     assert any(line.split()[:3] == ["Logits", "linear", "1000"] for line in lines)
 
 
@@ -36,7 +39,9 @@ def test_summary_user_spec_file(capsys):
     assert main(["summary", str(Path(__file__).parent / "cifar10_mobilenet_v1.json"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["layers"][-1] == {"name": "Logits", "op": "linear", "output_shape": [10],
-                                 "weights": 10_240, "params": 10_250, "macs": 10_240}
+                                 "weights": 10_240, "params": 10_250, "trainable": 10_250, "frozen": 0,
+                                 "buffers": 0, "param_bytes": 41_000, "activation_bytes": 40,
+                                 "macs": 10_240}
 
 
 def test_graph_formats(capsys):
