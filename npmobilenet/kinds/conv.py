@@ -79,7 +79,12 @@ def fold_batch_norm(node, weights, gamma, beta, mean, variance) -> tuple[np.ndar
 
 
 class ConvStep:
-    """The inference step of a conv/depthwise node: folded weights, geometry per input size."""
+    """The inference step of a conv/depthwise node: folded weights, geometry per input size.
+
+    Its readable counterpart is the node's ``forward`` in eval mode (convolution, batch norm
+    with the moving statistics, activation: three ops); under ``use_reference_kernels()`` the
+    kernels it calls (depthwise with epilogue, im2col, bias + activation) run their references.
+    """
 
     def __init__(self, node, arrays):
         self.node = node
