@@ -1,23 +1,31 @@
 """Datasets, transforms and a batch loader producing float32 NHWC batches.
 
-- ``ImageFolder``: one subfolder per class (the flower-folder layout); ``class_indices`` maps
-  class names to labels, written as ``class_indices.json`` beside the checkpoints
-  (:func:`read_class_indices` reads it back, checked). :func:`check_trainable` refuses data a
-  classifier cannot learn from (one class, a class with a single image to split), saying why.
+A dataset is anything with ``len()``, ``load(index) -> (Pillow image, label)``, ``labels()``
+(int64, one per sample), ``class_indices`` ({class name: label}) and ``subset(indices)``:
+
+- ``ImageFolder``: one subfolder per class (the flower-folder layout).
+  :func:`check_trainable` refuses data a classifier cannot learn from (one class, a class with
+  a single image to split), saying why.
+- ``ArrayImages``: images already in memory, a uint8 NumPy array (N, H, W, 3) with integer
+  labels and the class names, e.g. ``ArrayImages(x_train, y_train, {"cat": 0, "dog": 1})``.
 - ``digits``: scikit-learn's handwritten digits (1,797 8x8 images, 10 classes) upscaled to RGB,
   the built-in quickstart data (``--data builtin:digits``).
+- ``cifar10``: CIFAR-10 from either official layout (``--data cifar10:DIR``; see
+  :mod:`npmobilenet.io.cifar`), its class names from the meta file.
 - Transforms take a Pillow image and a NumPy Generator: ``TrainTransform`` (random resized crop,
   horizontal flip, normalise) and ``EvalTransform`` (resize, centre crop, normalise) follow the
   preprocessing presets of :mod:`npmobilenet.io.preprocess`.
 - ``Loader``: seeded shuffling, where epoch ``e``'s order and augmentations depend only on
   ``(seed, e, index)``, so a resumed run sees exactly the batches an uninterrupted one would.
-  Images are decoded in background threads (Pillow releases the GIL) one batch ahead, so the
-  kernels do not wait on decoding. Unreadable images are skipped with a warning and counted.
+  As with a torch ``DataLoader``, each ``for x, y in loader`` pass is the next epoch;
+  ``set_epoch(e)`` chooses the epoch of the next pass (exact resume), ``epoch(e)`` iterates a
+  given one. Images are decoded in background threads (Pillow releases the GIL) one batch
+  ahead, so the kernels do not wait on decoding. Unreadable images are skipped with a warning
+  and counted.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -28,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import validate
+from .io.cifar import read_cifar10
 from .io.preprocess import open_image, preprocess_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -75,10 +84,20 @@ class ImageFolder:
 
 
 class ArrayImages:
-    """Images held in memory as uint8 (N, H, W, 3) with integer labels."""
+    """Images held in memory: uint8 (N, H, W, 3), integer labels (N,) in ``[0, K)`` and the
+    class names as ``{name: label}``."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, class_indices: dict[str, int]):
-        self.images, self.targets, self.class_indices = images, np.asarray(labels, np.int64), class_indices
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        if labels.dtype.kind not in "iu" or labels.shape != images.shape[:1]:
+            raise ValueError(f"labels: expected {len(images)} integer labels, got {labels.dtype} "
+                             f"{labels.shape}")
+        if labels.size and (labels.min() < 0 or labels.max() >= len(class_indices)):
+            raise ValueError(f"labels: expected values in [0, {len(class_indices)}), one per class "
+                             f"name, got [{labels.min()}, {labels.max()}]")
+        self.images, self.targets, self.class_indices = images, labels.astype(np.int64), dict(class_indices)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -140,6 +159,25 @@ def digits(size: int = 32, class_indices: dict[str, int] | None = None) -> Array
     return ArrayImages(np.repeat(images[..., None], 3, axis=3), labels, names)
 
 
+def cifar10(root: os.PathLike | str, class_indices: dict[str, int] | None = None
+            ) -> tuple[ArrayImages, ArrayImages]:
+    """The (training, test) splits of the CIFAR-10 in ``root`` (either official layout; see
+    :func:`npmobilenet.io.cifar.read_cifar10`), labelled by the meta file's class names, or by
+    ``class_indices`` (a model's classes), which must then name every class."""
+    data = read_cifar10(root)
+    names = {name: i for i, name in enumerate(data.class_names)}
+    remap = np.arange(len(names))
+    if class_indices is not None:
+        unknown = [name for name in names if name not in class_indices]
+        if unknown:
+            raise ValueError(f"{root}: CIFAR-10 classes {unknown} are not among the model's classes "
+                             f"{validate.show(sorted(class_indices))}")
+        remap = np.array([class_indices[name] for name in data.class_names])
+        names = dict(class_indices)
+    return (ArrayImages(data.train_images, remap[data.train_labels], names),
+            ArrayImages(data.test_images, remap[data.test_labels], names))
+
+
 def class_index(names, source: str) -> dict[str, int]:
     """``{name: index}`` for class names in index order; refuses non-strings and duplicates."""
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
@@ -148,28 +186,6 @@ def class_index(names, source: str) -> dict[str, int]:
     if duplicates:
         raise ValueError(f"{source}: class names {duplicates} appear more than once")
     return {name: i for i, name in enumerate(names)}
-
-
-def read_class_indices(path: os.PathLike | str, num_classes: int) -> list[str]:
-    """The class names, in index order, of a ``class_indices.json`` (``{name: index}``) for a
-    model of ``num_classes`` outputs: every index in ``[0, num_classes)`` exactly once."""
-    try:
-        mapping = json.loads(Path(path).read_text(encoding="utf8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON class index ({error})") from None
-    if not isinstance(mapping, dict):
-        raise ValueError(f"{path}: expected an object {{class name: index}}, got {validate.show(mapping)}")
-    names: list[str | None] = [None] * num_classes
-    for name, index in mapping.items():
-        index = validate.integer(f"{path}: index of {name!r}", index, 0, num_classes - 1)
-        if names[index] is not None:
-            raise ValueError(f"{path}: index {index} is given to both {names[index]!r} and {name!r}")
-        names[index] = name
-    missing = [i for i, name in enumerate(names) if name is None]
-    if missing:
-        raise ValueError(f"{path}: no class name for indices {validate.show(missing)} of the "
-                         f"model's {num_classes} classes")
-    return names
 
 
 def check_trainable(dataset, source: str, held_out: bool) -> None:
@@ -249,10 +265,26 @@ class TrainTransform:
         return (x - np.asarray(self.preset["mean"], np.float32)) / np.asarray(self.preset["std"], np.float32)
 
 
-class Loader:
+class Epochs:
+    """Iterating is the next epoch, as with torch's loaders: passes give epochs 0, 1, 2, ...;
+    ``set_epoch(e)`` makes the next pass epoch ``e`` (what a resumed run calls), as torch's
+    ``DistributedSampler.set_epoch``. Subclasses define ``epoch(e)``."""
+
+    next_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.next_epoch = validate.integer("epoch", epoch, 0)
+
+    def __iter__(self):
+        epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        return self.epoch(epoch)
+
+
+class Loader(Epochs):
     """Batches of (x float32 (B, H, W, 3), y int64 (B,)) from a dataset and a transform.
 
-    ``epoch(e)`` iterates epoch ``e``: shuffled by ``(seed, e)`` when ``shuffle``, each sample
+    Each pass (``for x, y in loader``) is the next epoch (see :class:`Epochs`); ``epoch(e)``
+    iterates epoch ``e``: shuffled by ``(seed, e)`` when ``shuffle``, each sample
     transformed with a Generator seeded by ``(seed, e, index)``. A final batch of one sample
     joins the batch before it (batch norm cannot train on a single value per channel).
     ``workers`` (at least 1) threads decode images. ``skipped`` counts unreadable images met so far.
@@ -299,6 +331,7 @@ class Loader:
         return np.stack([x for x, _ in good]).astype(np.float32, copy=False), np.array([y for _, y in good], np.int64)
 
     def epoch(self, epoch: int = 0):
+        """The batches of epoch ``epoch``, whatever pass this is."""
         order = self.order(epoch)
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         chunks = [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
@@ -312,5 +345,3 @@ class Loader:
                 if batch is not None:
                     yield batch
 
-    def __iter__(self):
-        return self.epoch(0)

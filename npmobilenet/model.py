@@ -252,9 +252,10 @@ class Model:
         return LoadResult(missing, unexpected)
 
     def __repr__(self) -> str:
+        frozen = sum(p.data.size for p in self._params.values() if not p.requires_grad)
         return (f"Model({self.graph.name!r}, {len(self.graph.nodes)} nodes, "
-                f"{self.num_parameters():,} parameters, {self.dtype.name}, "
-                f"{'train' if self.training else 'eval'})")
+                f"{self.num_parameters() - frozen:,} trainable + {frozen:,} frozen parameters, "
+                f"{self.dtype.name}, {'train' if self.training else 'eval'})")
 
 
 def build_model(spec_or_name, *, dtype=np.float32, seed=None, **options) -> Model:

@@ -28,7 +28,7 @@ import numpy as np
 from . import functional as F
 from . import validate
 from .autograd import no_grad
-from .data import class_index
+from .data import Epochs, class_index
 from .io.model_file import load, load_training_state, save
 from .model import Model, build_model
 from .optim import (SGD, Adam, CosineDecay, ExponentialDecay, ExponentialMovingAverage, RMSProp, StepDecay,
@@ -46,6 +46,8 @@ RANGES = {
     "epochs": {"low": 1},
     "lr": {"low": 0.0, "low_open": True},
     "momentum": {"low": 0.0, "high": 1.0, "high_open": True},
+    "rho": {"low": 0.0, "high": 1.0, "high_open": True},
+    "eps": {"low": 0.0, "low_open": True},
     "weight_decay": {"low": 0.0},
     "warmup_epochs": {"low": 0.0},  # and at most epochs
     "label_smoothing": {"low": 0.0, "high": 1.0, "high_open": True},
@@ -54,6 +56,18 @@ RANGES = {
     "seed": {"low": 0},
 }
 INTEGERS = ("epochs", "seed")
+OPTIONAL = ("clip_norm", "ema_decay")  # None: off
+
+# Each optimizer's default learning rate (batch 32-64): SGD with Nesterov momentum as the CLI's
+# quickstart uses it; RMSProp as the MobileNet paper and Keras's CIFAR recipe (0.045); Adam as
+# torch and Keras (0.001; 0.05 makes Adam diverge).
+DEFAULT_LR = {"sgd": 0.05, "rmsprop": 0.045, "adam": 0.001}
+# Options that only one optimizer has, and their defaults there (TF's RMSProp: decay 0.9, eps 1.0;
+# Adam's eps 1e-8).
+OPTIMIZER_OPTIONS = {"rho": {"rmsprop": 0.9}, "eps": {"rmsprop": 1.0, "adam": 1e-8},
+                     "rmsprop_start": {"rmsprop": "tf"}}
+# Where RMSProp's mean-square accumulator starts: TF1 (the paper's runs) at 1, Keras at 0.
+RMSPROP_STARTS = {"tf": 1.0, "keras": 0.0}
 
 
 @dataclass
@@ -62,12 +76,18 @@ class TrainConfig:
 
     Each value is checked on construction (``ValueError`` naming it): see ``RANGES``;
     ``warmup_epochs`` is also at most ``epochs``; ``clip_norm`` and ``ema_decay`` may be None (off).
+    ``lr`` None is the optimizer's default (``DEFAULT_LR``). ``rho`` and ``rmsprop_start`` (RMSProp)
+    and ``eps`` (RMSProp, Adam) None are the optimizer's defaults; given for an optimizer without
+    them they are refused rather than ignored.
     """
 
     epochs: int = 15
     optimizer: str = "sgd"  # sgd | rmsprop | adam
-    lr: float = 0.05
+    lr: float | None = None
     momentum: float = 0.9
+    rho: float | None = None  # RMSProp's decay of the mean square
+    eps: float | None = None
+    rmsprop_start: str | None = None  # tf (accumulator starts at 1) | keras (at 0)
     weight_decay: float = 4e-5
     schedule: str = "cosine"  # cosine | exponential (x0.94 every 2 epochs) | step | constant
     warmup_epochs: float = 0.0
@@ -81,9 +101,19 @@ class TrainConfig:
             raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {sorted(SCHEDULES)}, got {self.schedule!r}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        for name, defaults in OPTIMIZER_OPTIONS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, defaults.get(self.optimizer))
+            elif self.optimizer not in defaults:
+                raise ValueError(f"{name}: applies to {' and '.join(defaults)}, not {self.optimizer}")
+        if self.rmsprop_start is not None and self.rmsprop_start not in RMSPROP_STARTS:
+            raise ValueError(f"rmsprop_start: expected one of {sorted(RMSPROP_STARTS)}, got "
+                             f"{self.rmsprop_start!r}")
         for name, bounds in RANGES.items():
             value = getattr(self, name)
-            if value is None and name in ("clip_norm", "ema_decay"):
+            if value is None and (name in OPTIONAL or name in OPTIMIZER_OPTIONS):
                 continue
             check = validate.integer if name in INTEGERS else validate.number
             setattr(self, name, check(name, value, **bounds))
@@ -92,8 +122,9 @@ class TrainConfig:
 
 OPTIMIZERS = {
     "sgd": lambda groups, c: SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0),
-    "rmsprop": lambda groups, c: RMSProp(groups, lr=c.lr, momentum=c.momentum),
-    "adam": lambda groups, c: Adam(groups, lr=c.lr),
+    "rmsprop": lambda groups, c: RMSProp(groups, lr=c.lr, momentum=c.momentum, decay=c.rho, eps=c.eps,
+                                         initial_mean_square=RMSPROP_STARTS[c.rmsprop_start]),
+    "adam": lambda groups, c: Adam(groups, lr=c.lr, eps=c.eps),
 }
 SCHEDULES = {
     "cosine": lambda c, steps: CosineDecay(c.lr, c.epochs * steps),
@@ -120,16 +151,68 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int):
 
 # -- transfer learning -----------------------------------------------------------------------
 
-def replace_head(model: Model, num_classes: int, seed: int | None = None) -> Model:
-    """A copy of ``model`` with a freshly initialised ``num_classes`` head; the rest (weights and
-    moving statistics) carried over."""
+def with_options(model: Model, seed: int | None = None, reinitialise: tuple[str, ...] = (),
+                 **options) -> Model:
+    """A copy of ``model`` built with other build options (``bn_momentum``, ``dropout``,
+    ``num_classes``...; see :func:`npmobilenet.build_model`), holding its weights, moving
+    statistics, frozen layers, ``requires_grad`` flags, preprocessing and class names.
+
+    The nodes named in ``reinitialise``, and parameters the new graph shapes differently, keep
+    a fresh initialisation (seeded by ``seed``), trainable.
+    """
     spec = model.spec if model.spec is not None else model.graph.name
-    options = {**model.graph.options.to_dict(), "num_classes": num_classes}
-    new = build_model(spec, dtype=model.dtype, seed=seed, **options)
-    backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("Logits/")}
-    new.load_state_dict(backbone, strict=False)
-    new.preprocess = model.preprocess
+    new = build_model(spec, dtype=model.dtype, seed=seed, **{**model.graph.options.to_dict(), **options})
+    shapes = {**new.graph.parameter_shapes(), **new.graph.buffer_shapes()}
+    kept = {name: value for name, value in model.state_dict().items()
+            if shapes.get(name) == value.shape and name.split("/", 1)[0] not in reinitialise}
+    new.load_state_dict(kept, strict=False)
+    old = dict(model.named_parameters())
+    for name, param in new.named_parameters():
+        param.requires_grad = old[name].requires_grad if name in kept else True
+    nodes = {node.name for node in new.graph.nodes}
+    new.frozen = {name for name in model.frozen if name in nodes and name not in reinitialise}
+    new.preprocess, new.class_names = model.preprocess, model.class_names
+    new.train(model.training)
     return new
+
+
+def replace_head(model: Model, num_classes: int, seed: int | None = None) -> Model:
+    """A copy of ``model`` with a freshly initialised, trainable ``num_classes`` head; the rest
+    (weights, moving statistics, and which layers are frozen or have ``requires_grad`` off)
+    carried over, as after ``model.fc = nn.Linear(...)`` in torch. The class names are dropped:
+    set ``class_names`` for the new classes."""
+    new = with_options(model, seed=seed, reinitialise=("Logits",), num_classes=num_classes)
+    new.class_names = None
+    return new
+
+
+def recalibrate_batch_norm(model: Model, loader, max_batches: int | None = None) -> Model:
+    """Recompute the batch-norm moving statistics of ``model`` from data, as torch's
+    ``torch.optim.swa_utils.update_bn``: each statistic becomes the equally weighted average of
+    its per-batch values over ``loader`` (batches ``x`` or ``(x, y)``; at most ``max_batches``).
+
+    Use it when eval mode scores far below train mode: after training with a small momentum
+    (TF-slim's 0.0003), after averaging weights, or after loading statistics from other data.
+    Frozen layers (:meth:`Model.freeze`) keep theirs. Returns ``model``, in the mode it was in.
+    """
+    probe = with_options(model, bn_momentum=1.0)  # its moving statistics are the last batch's
+    probe.train()
+    sums = {name: np.zeros_like(value, dtype=np.float64) for name, value in model.named_buffers()}
+    count = 0
+    with no_grad():
+        for batch in loader:
+            if max_batches is not None and count >= max_batches:
+                break
+            probe(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            for name, value in probe.named_buffers():
+                sums[name] += value
+            count += 1
+    if count == 0:
+        raise ValueError("recalibrate_batch_norm: the loader gave no batches")
+    frozen = tuple(f"{node}/" for node in model.frozen)
+    model.load_state_dict({name: total / count for name, total in sums.items()
+                           if not name.startswith(frozen)}, strict=False)
+    return model
 
 
 def pool_endpoint(model: Model) -> str:
@@ -154,8 +237,9 @@ def cache_features(model: Model, loader, endpoint: str) -> tuple[np.ndarray, np.
     return np.concatenate(features), np.concatenate(labels)
 
 
-class ArrayLoader:
-    """Batches of cached (features, labels), shuffled by ``(seed, epoch)`` like ``Loader``."""
+class ArrayLoader(Epochs):
+    """Batches of cached (features, labels), shuffled by ``(seed, epoch)`` like ``Loader``; each
+    pass is the next epoch."""
 
     def __init__(self, features, labels, batch_size: int, shuffle: bool = False, seed: int = 0):
         self.features, self.labels, self.batch_size = features, labels, batch_size
@@ -175,7 +259,10 @@ class ArrayLoader:
 # -- evaluation ------------------------------------------------------------------------------
 
 def evaluate(model: Model, loader, num_classes: int, forward=None) -> dict:
-    """Loss, top-1, top-5, per-class accuracy and the confusion matrix (rows: true class)."""
+    """Loss, top-1, top-5, per-class accuracy and the confusion matrix (rows: true class).
+
+    Top-5 is None for five classes or fewer, where every label is in the top five; a class
+    without images has per-class accuracy None."""
     forward = forward or model
     training = model.training
     model.eval()
@@ -192,9 +279,10 @@ def evaluate(model: Model, loader, num_classes: int, forward=None) -> dict:
     model.train(training)
     if count == 0:
         raise ValueError("evaluate: the data gave no readable images")
-    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    totals = confusion.sum(axis=1)
+    per_class = [float(hits / total) if total else None for hits, total in zip(np.diag(confusion), totals)]
     return {"loss": loss_sum / count, "top1": float(np.trace(confusion) / count),
-            "top5": top5_hits / count, "per_class": per_class.tolist(),
+            "top5": top5_hits / count if num_classes > 5 else None, "per_class": per_class,
             "confusion": confusion.tolist(), "images": count}
 
 

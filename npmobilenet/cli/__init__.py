@@ -17,6 +17,7 @@ import os
 import pkgutil
 import sys
 
+from .arguments import SubcommandParser
 from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, describe, report
 
 
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                "line), 2 usage error, 130 interrupted.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also NPMOBILENET_DEBUG=1)")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                       parser_class=SubcommandParser)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):  # __main__ is the entry point, not a subcommand
             continue

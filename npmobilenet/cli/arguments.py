@@ -1,4 +1,5 @@
-"""Argument types for numeric flags: the checks of :mod:`npmobilenet.validate`, at parse time.
+"""Argument types for numeric flags (the checks of :mod:`npmobilenet.validate`, at parse time)
+and the help formatter of every subcommand.
 
 ``parser.add_argument("--topk", type=integer(1))`` makes argparse refuse ``--topk 0`` with its
 usage message and exit code 2, using the same ranges the Python API enforces.
@@ -11,6 +12,23 @@ import argparse
 from .. import validate
 
 MAX_BATCH = 4096  # images per batch on the command line
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each flag's default, except for switches and for defaults that depend on
+    the data or the model (None; their help says what they are)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0 or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class SubcommandParser(argparse.ArgumentParser):
+    """The parser of a subcommand: its ``--help`` shows the defaults (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
 def integer(low: int | None = None, high: int | None = None):

@@ -9,23 +9,24 @@ folder's sorted names, and a class folder the model does not know is refused, na
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from ..data import (MAX_WORKERS, EvalTransform, ImageFolder, Loader, class_index, digits,
-                    read_class_indices, stratified_split)
-from ..io import class_names, load
+from ..data import (MAX_WORKERS, EvalTransform, ImageFolder, Loader, cifar10, class_index, digits,
+                    stratified_split)
+from ..io import load
+from ..io.labels import model_class_names
 from ..train import evaluate
 from .arguments import MAX_BATCH, integer, number
-from .train import BUILTIN_DIGITS, HelpFormatter
+from .train import BUILTIN_DIGITS, CIFAR10, data_kind
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="accuracy of a model file on an image folder", formatter_class=HelpFormatter,
+        "evaluate", help="accuracy of a model file on an image folder",
         description="Evaluate a model file on DIR (one subfolder per class, named as the model's "
-                    "classes) or builtin:digits.")
+                    "classes; a subset of them is fine), cifar10:DIR (its test batch) or "
+                    "builtin:digits. Top-5 is reported for models of more than 5 classes only.")
     p.add_argument("--weights", required=True, metavar="FILE", help="model file")
-    p.add_argument("--data", required=True, help=f"image folder, or {BUILTIN_DIGITS}")
+    p.add_argument("--data", required=True, help=f"image folder, {CIFAR10}DIR, or {BUILTIN_DIGITS}")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="the model's class names, one a line in index order (default: those the "
                         "model file stores, or class_indices.json beside it)")
@@ -37,23 +38,21 @@ def add_parser(subparsers) -> None:
                    help=f"images per batch, in [1, {MAX_BATCH}]")
     p.add_argument("--workers", type=integer(1, MAX_WORKERS), default=2, metavar="N",
                    help=f"image decoding threads, in [1, {MAX_WORKERS}]")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (top5 null for 5 "
+                                                       "classes or fewer)")
     p.set_defaults(func=run)
 
 
-def _class_names(model, args) -> list[str]:
-    """The model's class names in index order: ``--labels``, stored, or class_indices.json."""
-    num_classes = model.graph.options.num_classes
-    if args.labels is not None:
-        return class_names(num_classes, args.labels)
-    if model.class_names is not None:
-        return model.class_names
-    beside = Path(args.weights).parent / "class_indices.json"
-    if beside.exists():
-        return read_class_indices(beside, num_classes)
-    raise ValueError(f"{args.weights}: the model file stores no class names, so its outputs cannot "
-                     f"be matched to class folders; give them with --labels FILE (one a line, in "
-                     f"index order)")
+def _dataset(args, model, indices: dict[str, int]):
+    kind = data_kind(args.data)
+    if kind == "cifar10":
+        if args.val_split is not None:
+            raise ValueError("--val-split does not apply to cifar10: it is evaluated on its test batch")
+        return cifar10(args.data[len(CIFAR10):], indices)[1]
+    data = digits(model.preprocess["crop"], indices) if kind == "digits" else ImageFolder(args.data, indices)
+    if args.val_split is not None:
+        data = data.subset(stratified_split(data.labels(), args.val_split, args.seed)[1])
+    return data
 
 
 def run(args) -> int:
@@ -61,27 +60,22 @@ def run(args) -> int:
     if model.preprocess is None:
         raise ValueError(f"{args.weights}: the model file has no preprocessing preset")
     num_classes = model.graph.options.num_classes
-    indices = class_index(_class_names(model, args), args.labels or "class names")
-    if args.data == BUILTIN_DIGITS:
-        data = digits(model.preprocess["crop"], indices)
-    else:
-        data = ImageFolder(args.data, indices)
-    if args.val_split is not None:
-        data = data.subset(stratified_split(data.labels(), args.val_split, args.seed)[1])
+    names = model_class_names(model, args.weights, args.labels, required=True)
+    data = _dataset(args, model, class_index(names, args.labels or "class names"))
     loader = Loader(data, EvalTransform(model.preprocess), args.batch_size, workers=args.workers)
     metrics = evaluate(model, loader, num_classes)
     metrics["skipped_images"] = loader.skipped
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(metrics), flush=True)
         return 0
-    names = sorted(data.class_indices, key=data.class_indices.get)
-    print(f"{metrics['images']} images: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}, "
+    top5 = "n/a (5 classes or fewer)" if metrics["top5"] is None else f"{metrics['top5']:.4f}"
+    print(f"{metrics['images']} images: top-1 {metrics['top1']:.4f}, top-5 {top5}, "
           f"loss {metrics['loss']:.4f}" + (f", {loader.skipped} unreadable skipped" if loader.skipped else ""))
     print("per-class accuracy:")
-    for name in names:
-        print(f"  {name:>12s}  {metrics['per_class'][data.class_indices[name]]:.4f}")
+    for index, name in enumerate(names):
+        accuracy = metrics["per_class"][index]
+        print(f"  {name:>12s}  " + ("no images" if accuracy is None else f"{accuracy:.4f}"))
     print("confusion matrix (rows: true class, columns: predicted):")
-    for name in names:
-        row = metrics["confusion"][data.class_indices[name]]
-        print(f"  {name:>12s}  " + " ".join(f"{v:4d}" for v in row[:len(names)]))
+    for index, name in enumerate(names):
+        print(f"  {name:>12s}  " + " ".join(f"{v:4d}" for v in metrics["confusion"][index]))
     return 0

@@ -18,46 +18,63 @@ from pathlib import Path
 import numpy as np
 
 from ..data import (MAX_WORKERS, EvalTransform, ImageFolder, Loader, TrainTransform, check_trainable,
-                    digits, read_class_indices, stratified_split)
+                    cifar10, digits, stratified_split)
 from ..io import load, preset
+from ..io.labels import read_class_indices
 from ..model import build_model
 from ..runs import SAMPLES, RunFolder
-from ..train import (RANGES, ArrayLoader, TrainConfig, Trainer, cache_features, pool_endpoint,
-                     replace_head)
+from ..train import (RANGES, RMSPROP_STARTS, ArrayLoader, TrainConfig, Trainer, cache_features,
+                     pool_endpoint, replace_head, with_options)
 from ..validate import LIMITS
 from .arguments import MAX_BATCH, integer, number
 
 BUILTIN_DIGITS = "builtin:digits"
-# The quickstart: a half-width MobileNet v1 on 48x48 digits, about 2 minutes on 2 cores.
-DIGITS_DEFAULTS = {"spec": "mobilenet_v1", "depth_multiplier": 0.5, "input_size": 48, "epochs": 15}
-FOLDER_DEFAULTS = {"spec": "mobilenet_v2", "depth_multiplier": 1.0, "input_size": 224, "epochs": 10}
+CIFAR10 = "cifar10:"  # followed by the folder holding (or being) cifar-10-batches-{bin,py}
+VAL_SPLIT = 0.2
+TINY = 64  # inputs below this many pixels a side get the augmentation of small images
+# Per kind of data, the value of each flag left unset. The quickstart: a half-width MobileNet v1
+# on 48x48 digits. Digits are not mirror-symmetric (no flips) and fill their frame (no resize
+# margin, crops of at least 85% of the area, near-square).
+DATA_DEFAULTS = {
+    "digits": {"spec": "mobilenet_v1", "depth_multiplier": 0.5, "input_size": 48, "epochs": 15,
+               "flip": False, "crop_scale": 0.85, "resize_ratio": 1.0},
+    "cifar10": {"spec": "mobilenet_v1", "depth_multiplier": 1.0, "input_size": 32, "epochs": 10, "flip": True},
+    "folder": {"spec": "mobilenet_v2", "depth_multiplier": 1.0, "input_size": 224, "epochs": 10, "flip": True},
+}
+ASPECTS = {"digits": (0.9, 1.11)}  # random-crop aspect range; others (3/4, 4/3)
+# Inception-style crops (down to 8% of the area) and a 224/256 centre crop suit photos of 128
+# pixels and more; a small image has no detail to spare: crops of at least half the area, and
+# evaluation sees the whole image.
+LARGE_AUGMENTATION = {"crop_scale": 0.08, "resize_ratio": 256 / 224}
+TINY_AUGMENTATION = {"crop_scale": 0.5, "resize_ratio": 1.0}
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows each flag's default, except for switches and for defaults that depend on
-    the data (None; their help says what they are)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.nargs == 0:
-            return action.help
-        return super()._get_help_string(action)
+def data_kind(data: str) -> str:
+    """``"digits"``, ``"cifar10"`` or ``"folder"`` for a --data value."""
+    if data == BUILTIN_DIGITS:
+        return "digits"
+    return "cifar10" if data.startswith(CIFAR10) else "folder"
 
 
 def _per_data(name: str) -> str:
-    return f"default {DIGITS_DEFAULTS[name]} for {BUILTIN_DIGITS}, {FOLDER_DEFAULTS[name]} for a folder"
+    values = {kind: defaults[name] for kind, defaults in DATA_DEFAULTS.items()}
+    return (f"default {values['digits']} for {BUILTIN_DIGITS}, {values['cifar10']} for {CIFAR10}DIR, "
+            f"{values['folder']} for a folder")
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train or fine-tune a MobileNet on an image folder or built-in digits",
-        formatter_class=HelpFormatter,
-        description="Train on DIR (one subfolder per class) or builtin:digits. Writes "
-                    "last.safetensors (resumable), best.safetensors, metrics.csv/json, "
-                    "class_indices.json and labels.txt into --out, which is locked while training.")
-    p.add_argument("--data", required=True, help=f"image folder, or {BUILTIN_DIGITS}")
+        "train", help="train or fine-tune a MobileNet on an image folder, CIFAR-10 or built-in digits",
+        description="Train on DIR (one subfolder per class), cifar10:DIR (the official CIFAR-10 "
+                    "batches, binary or Python layout; validated on its test batch) or "
+                    "builtin:digits. Writes last.safetensors (resumable), best.safetensors (with the "
+                    "class names), metrics.csv/json, class_indices.json and labels.txt into --out, "
+                    "which is locked while training.")
+    p.add_argument("--data", required=True, help=f"image folder, {CIFAR10}DIR, or {BUILTIN_DIGITS}")
     p.add_argument("--val", default=None, help="validation folder (default: hold out --val-split)")
-    p.add_argument("--val-split", type=number(0, 1, low_open=True, high_open=True), default=0.2,
-                   metavar="FRACTION", help="held-out fraction per class, in (0, 1)")
+    p.add_argument("--val-split", type=number(0, 1, low_open=True, high_open=True), default=None,
+                   metavar="FRACTION", help=f"held-out fraction per class, in (0, 1) (default "
+                                            f"{VAL_SPLIT}; CIFAR-10 validates on its test batch)")
     p.add_argument("--out", default="runs/train", help="output folder")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true",
@@ -75,22 +92,49 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cache-features", action="store_true",
                    help="with --freeze-backbone: run the backbone once and train the head on its "
                         "features (no augmentation)")
+    p.add_argument("--bn-momentum", type=number(0, 1, low_open=True), default=None, metavar="M",
+                   help="batch-norm momentum, in (0, 1], torch's convention (TF's decay is 1 - M) "
+                        "(default: the model's: 0.1 for every built-in spec; a --weights file keeps "
+                        "its own)")
     p.add_argument("--epochs", type=integer(**RANGES["epochs"]), default=None, metavar="N",
                    help=f"epochs, >= 1 ({_per_data('epochs')})")
     p.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=32, metavar="N",
                    help=f"images per step, in [1, {MAX_BATCH}]")
     p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adam"], default="sgd", help="optimizer")
-    p.add_argument("--lr", type=number(**RANGES["lr"]), default=0.05, help="learning rate, > 0")
+    p.add_argument("--lr", type=number(**RANGES["lr"]), default=None,
+                   help="learning rate, > 0 (default: 0.05 for sgd, 0.045 for rmsprop, 0.001 for adam)")
     p.add_argument("--momentum", type=number(**RANGES["momentum"]), default=0.9,
                    help="momentum of sgd and rmsprop, in [0, 1)")
+    p.add_argument("--rho", type=number(**RANGES["rho"]), default=None,
+                   help="rmsprop: decay of the mean square, in [0, 1) (default 0.9)")
+    p.add_argument("--eps", type=number(**RANGES["eps"]), default=None,
+                   help="rmsprop and adam: epsilon, > 0 (default 1.0 for rmsprop, as TF's MobileNet "
+                        "recipe, inside the square root; 1e-8 for adam)")
+    p.add_argument("--rmsprop-start", choices=sorted(RMSPROP_STARTS), default=None,
+                   help="rmsprop: where the mean-square accumulator starts: tf at 1 (TF1, the "
+                        "paper's runs), keras at 0 (default tf)")
     p.add_argument("--weight-decay", type=number(**RANGES["weight_decay"]), default=4e-5,
                    help="L2 weight decay (not on depthwise, batch-norm and bias parameters), >= 0")
     p.add_argument("--schedule", choices=["cosine", "exponential", "step", "constant"], default="cosine",
-                   help="learning-rate schedule")
+                   help="learning-rate schedule (exponential: x0.94 every 2 epochs)")
     p.add_argument("--warmup-epochs", type=number(**RANGES["warmup_epochs"]), default=0.0, metavar="E",
                    help="linear learning-rate warm-up, in [0, epochs]")
     p.add_argument("--label-smoothing", type=number(**RANGES["label_smoothing"]), default=0.0,
                    help="label smoothing, in [0, 1)")
+    p.add_argument("--crop-scale", type=number(0, 1, low_open=True), default=None, metavar="MIN",
+                   help=f"training crops cover a random fraction in [MIN, 1] of the image's area, "
+                        f"MIN in (0, 1]; 1 for no random crop (default "
+                        f"{LARGE_AUGMENTATION['crop_scale']} for inputs of {TINY} pixels or more, "
+                        f"{TINY_AUGMENTATION['crop_scale']} below, "
+                        f"{DATA_DEFAULTS['digits']['crop_scale']} for digits)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips in training (default: on, off for digits)")
+    p.add_argument("--resize-ratio", type=number(1, 8), default=None, metavar="R",
+                   help=f"evaluation resizes the shorter side to R x the input size, then crops the "
+                        f"centre, R in [1, 8]; 1 sees the whole image (default "
+                        f"{LARGE_AUGMENTATION['resize_ratio']:.4g} (256/224) for inputs of {TINY} "
+                        f"pixels or more, 1 below and for digits; a --weights file's own for larger "
+                        f"inputs)")
     p.add_argument("--clip-norm", type=number(**RANGES["clip_norm"]), default=None, metavar="NORM",
                    help="clip the gradients' global L2 norm to NORM, > 0 (default: no clipping)")
     p.add_argument("--ema", type=number(**RANGES["ema_decay"]), default=None, metavar="DECAY",
@@ -108,11 +152,20 @@ def add_parser(subparsers) -> None:
 
 
 def _datasets(args, size):
-    """(train, validation) datasets and the input preset; data a classifier cannot learn from is
+    """(train, validation) datasets and the normalisation; data a classifier cannot learn from is
     refused, saying why."""
-    if args.data == BUILTIN_DIGITS:
+    kind = data_kind(args.data)
+    if kind == "cifar10":
+        if args.val is not None or args.val_split is not None:
+            args.usage_error("--val and --val-split do not apply to cifar10: it validates on its "
+                             "test batch")
+        train, val = cifar10(args.data[len(CIFAR10):])
+        check_trainable(train, args.data, held_out=False)
+        return train, val, preset("torchvision")
+    split = VAL_SPLIT if args.val_split is None else args.val_split
+    if kind == "digits":
         data = digits(size)
-        train_idx, val_idx = stratified_split(data.labels(), args.val_split, args.seed)
+        train_idx, val_idx = stratified_split(data.labels(), split, args.seed)
         normalise = {"name": "digits", "resize": size, "crop": size, "mean": [0.5] * 3, "std": [0.5] * 3}
         return data.subset(train_idx), data.subset(val_idx), normalise
     train = ImageFolder(args.data)
@@ -120,10 +173,17 @@ def _datasets(args, size):
     if args.val is not None:
         val = ImageFolder(args.val, train.class_indices)
     else:
-        train_idx, val_idx = stratified_split(train.labels(), args.val_split, args.seed)
+        train_idx, val_idx = stratified_split(train.labels(), split, args.seed)
         train, val = train.subset(train_idx), train.subset(val_idx)
-    normalise = {**preset("torchvision"), "resize": round(size / 0.875), "crop": size}
-    return train, val, normalise
+    return train, val, preset("torchvision")
+
+
+def _augmentation(args, kind: str, size: int) -> dict:
+    """The crop scale, flip and evaluation resize ratio: the flags, else the data's defaults,
+    else those of the input size (see TINY)."""
+    defaults = {**(TINY_AUGMENTATION if size < TINY else LARGE_AUGMENTATION), **DATA_DEFAULTS[kind]}
+    return {name: defaults[name] if getattr(args, name) is None else getattr(args, name)
+            for name in ("crop_scale", "flip", "resize_ratio")}
 
 
 def _trained_classes(weights, model) -> list[str] | None:
@@ -157,14 +217,16 @@ def _export_samples(dataset, out: Path, count: int) -> list[Path]:
 
 
 def run(args) -> int:
-    defaults = DIGITS_DEFAULTS if args.data == BUILTIN_DIGITS else FOLDER_DEFAULTS
-    chosen = {name: default if getattr(args, name) is None else getattr(args, name)
-              for name, default in defaults.items()}
+    kind = data_kind(args.data)
+    chosen = {name: DATA_DEFAULTS[kind][name] if getattr(args, name) is None else getattr(args, name)
+              for name in ("spec", "depth_multiplier", "input_size", "epochs")}
     try:
         config = TrainConfig(epochs=chosen["epochs"], optimizer=args.optimizer, lr=args.lr,
-                             momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-                             warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-                             clip_norm=args.clip_norm, ema_decay=args.ema, seed=args.seed)
+                             momentum=args.momentum, rho=args.rho, eps=args.eps,
+                             rmsprop_start=args.rmsprop_start, weight_decay=args.weight_decay,
+                             schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+                             label_smoothing=args.label_smoothing, clip_norm=args.clip_norm,
+                             ema_decay=args.ema, seed=args.seed)
     except ValueError as error:  # flags in range one by one, not together (--warmup-epochs > --epochs)
         args.usage_error(str(error))
     datasets = _datasets(args, chosen["input_size"])  # bad data: refused before --out is made
@@ -173,37 +235,53 @@ def run(args) -> int:
         return _train(args, config, chosen, datasets, folder)
 
 
-def _train(args, config: TrainConfig, chosen: dict, datasets, folder: RunFolder) -> int:
-    """Build the model, train it into ``folder`` (locked and claimed), export samples."""
-    size, out = chosen["input_size"], folder.path
-    train_set, val_set, normalise = datasets
-    names = sorted(train_set.class_indices, key=train_set.class_indices.get)
+def _model(args, chosen: dict, names: list[str], normalise: dict, ratio: float | None):
+    """The model to train: the --weights file (its head replaced for other classes) or a new one,
+    with its preprocessing at the input size; ``ratio`` None keeps the file's resize ratio."""
+    size = chosen["input_size"]
     if args.weights:
         model = load(args.weights)
         if _trained_classes(args.weights, model) != names:
             model = replace_head(model, len(names), seed=args.seed)
-        if model.preprocess is not None:  # the weights' normalisation and resize/crop ratio, at `size`
-            ratio = model.preprocess["resize"] / model.preprocess["crop"]
-            normalise = {**model.preprocess, "resize": round(size * ratio), "crop": size}
+        if args.bn_momentum is not None and args.bn_momentum != model.graph.options.bn_momentum:
+            model = with_options(model, bn_momentum=args.bn_momentum).train()
+        if model.preprocess is not None:  # the weights' normalisation (and resize ratio)
+            normalise = model.preprocess
+            if ratio is None:
+                ratio = normalise["resize"] / normalise["crop"]
     else:
         model = build_model(chosen["spec"], depth_multiplier=chosen["depth_multiplier"], input_size=size,
-                            num_classes=len(names), global_pool=True, bn_momentum=0.1, seed=args.seed)
-    model.preprocess, model.class_names = normalise, names
+                            num_classes=len(names), global_pool=True, bn_momentum=args.bn_momentum,
+                            seed=args.seed)
+    ratio = LARGE_AUGMENTATION["resize_ratio"] if ratio is None else ratio
+    model.preprocess = {**normalise, "resize": round(size * ratio), "crop": size}
+    model.class_names = names
     if args.freeze_backbone:
         model.freeze(trainable=("Logits",))
+    return model
 
-    digits_data = args.data == BUILTIN_DIGITS  # digits are not mirror-symmetric: no flips
-    train_tf = TrainTransform(normalise, scale=(0.85, 1.0) if digits_data else (0.08, 1.0),
-                              ratio=(0.9, 1.11) if digits_data else (3 / 4, 4 / 3), flip=not digits_data)
+
+def _train(args, config: TrainConfig, chosen: dict, datasets, folder: RunFolder) -> int:
+    """Build the model, train it into ``folder`` (locked and claimed), export samples."""
+    size, out, kind = chosen["input_size"], folder.path, data_kind(args.data)
+    train_set, val_set, normalise = datasets
+    names = sorted(train_set.class_indices, key=train_set.class_indices.get)
+    augment = _augmentation(args, kind, size)
+    # A --weights file's own resize ratio is kept for inputs that are not tiny, unless given.
+    keep_file_ratio = args.weights and args.resize_ratio is None and size >= TINY and kind != "digits"
+    model = _model(args, chosen, names, normalise, None if keep_file_ratio else augment["resize_ratio"])
+    preprocess = model.preprocess
+    train_tf = TrainTransform(preprocess, scale=(augment["crop_scale"], 1.0),
+                              ratio=ASPECTS.get(kind, (3 / 4, 4 / 3)), flip=augment["flip"])
     train_loader = Loader(train_set, train_tf, args.batch_size, shuffle=True, seed=args.seed,
                           workers=args.workers)
-    val_loader = Loader(val_set, EvalTransform(normalise), args.batch_size, workers=args.workers)
+    val_loader = Loader(val_set, EvalTransform(preprocess), args.batch_size, workers=args.workers)
     forward = None
     if args.cache_features:
         if not args.freeze_backbone:
             raise ValueError("--cache-features needs --freeze-backbone (the cached backbone must not change)")
         endpoint = pool_endpoint(model)
-        plain_train = Loader(train_set, EvalTransform(normalise), args.batch_size, workers=args.workers)
+        plain_train = Loader(train_set, EvalTransform(preprocess), args.batch_size, workers=args.workers)
         train_loader = ArrayLoader(*cache_features(model, plain_train, endpoint), args.batch_size,
                                    shuffle=True, seed=args.seed)
         val_loader = ArrayLoader(*cache_features(model, val_loader, endpoint), args.batch_size)
@@ -213,12 +291,13 @@ def _train(args, config: TrainConfig, chosen: dict, datasets, folder: RunFolder)
                       progress=not args.quiet)
     if args.resume:
         trainer.resume()
-    print(f"training {model!r} on {len(train_set)} images, validating on {len(val_set)}")
+    print(f"training {model!r} on {len(train_set)} images, validating on {len(val_set)}; "
+          f"{config.optimizer} lr {config.lr:g}, batch {args.batch_size}, batch-norm momentum "
+          f"{model.graph.options.bn_momentum:g}")
     trainer.fit()
     print(f"best validation accuracy {trainer.best_top1:.4f}; model file {out / 'best.safetensors'}")
     if args.export_samples:
         samples = _export_samples(val_set, out, args.export_samples)
         print(f"{len(samples)} held-out images in {out / SAMPLES} (true class last in the name); try:\n"
-              f"  npmobilenet predict --weights {out / 'best.safetensors'} --labels {out / 'labels.txt'} "
-              f"{out / SAMPLES}/*.png")
+              f"  npmobilenet predict --weights {out / 'best.safetensors'} {out / SAMPLES}")
     return 0

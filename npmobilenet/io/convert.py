@@ -32,6 +32,7 @@ from ..model import Model
 from ..validate import check_state_values
 from . import naming
 from .keras_h5 import read_keras_h5
+from .labels import class_names
 from .preprocess import preset
 from .safetensors_weights import read_safetensors
 from .torch_pickle import read_torch_state_dict
@@ -210,6 +211,8 @@ def convert_state(source: str, arch: str, tensors: Mapping[str, np.ndarray],
                   {key: value for key, value in ours.items() if key not in params}, dtype=dtype)
     model.spec = spec
     model.preprocess = preset(model_source.preprocess)
+    if options["num_classes"] in (1000, 1001):  # ImageNet heads: the names travel in the file
+        model.class_names = class_names(options["num_classes"])
     return model.eval()
 
 
