@@ -19,7 +19,9 @@ from .strategies import OpCase, op_cases
 
 ACTIVATION_LAYOUTS = ("NHWC", "NCHW")
 WEIGHT_LAYOUTS = {"conv2d": ("HWIO", "OIHW"), "depthwise_conv2d": ("HWCM", "OIHW")}
-DEFAULT_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
+FLOAT32_TOLERANCE = 1e-4
+DEFAULT_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): FLOAT32_TOLERANCE}
+WEIGHT_NAMES = {"conv2d": "HWIO", "depthwise_conv2d": "HWCM"}  # npmobilenet's layout of "w"
 
 
 class ReferenceMismatch(AssertionError):
@@ -69,10 +71,29 @@ class _Layout:
 
 
 def _relative_error(got, expected) -> float:
-    if got.shape != expected.shape:
-        return np.inf
     scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-12)
     return float(np.max(np.abs(got - expected), initial=0.0)) / scale
+
+
+def _difference(what: str, layout: str, got, expected, dtype, rtol) -> str | None:
+    """None when ``got`` agrees with ``expected`` (both in npmobilenet's layout), else a report
+    naming the worst element, its expected and obtained values, and a float32 hint if it fits."""
+    if got.shape != expected.shape:
+        return f"{what} differs: shape {got.shape}, expected {expected.shape}"
+    error = _relative_error(got, expected)
+    if error <= rtol:  # NaN compares false: a NaN anywhere is reported below
+        return None
+    gap = np.abs(got.astype(np.float64) - expected)
+    worst = tuple(int(i) for i in np.unravel_index(np.argmax(np.where(np.isnan(gap), np.inf, gap)), gap.shape))
+    where = f" of the {layout} array" if layout else ""
+    report = (f"{what} differs: relative error {error:.3g} > {rtol:g}; worst element {worst}{where}: "
+              f"expected {float(expected[worst]):.10g}, got {float(got[worst]):.10g}")
+    if dtype == np.float64 and (got.dtype == np.float32 or error < FLOAT32_TOLERANCE):
+        cause = ("your kernel returned float32" if got.dtype == np.float32 else
+                 "an error this size is float32 rounding")
+        report += (f"\n  hint: {cause}; check a float32 kernel with dtype=np.float32 (relative "
+                   f"tolerance {FLOAT32_TOLERANCE:g})")
+    return report
 
 
 def _describe(case: OpCase) -> str:
@@ -92,11 +113,10 @@ def _compare(case, user_fn, user_vjp, layout, dtype, rtol) -> str | None:
         got = layout.from_user("out", user_fn(*user_inputs, **case.attrs))
     except Exception as error:  # the report must show what the user's code raised
         return f"forward raised {type(error).__name__}: {error}"
-    error = _relative_error(got, out.data)
-    if error > rtol:
-        detail = (f"shape {got.shape}, expected {out.shape}" if got.shape != out.shape
-                  else f"relative error {error:.3g} > {rtol:g}")
-        return f"forward output differs: {detail}"
+    activation = "NHWC" if out.ndim == 4 else ""
+    problem = _difference("forward output", activation, np.asarray(got), out.data, dtype, rtol)
+    if problem is not None:
+        return problem
     if user_vjp is None:
         return None
     cotangent = np.random.default_rng(0).standard_normal(out.shape).astype(dtype)
@@ -106,9 +126,11 @@ def _compare(case, user_fn, user_vjp, layout, dtype, rtol) -> str | None:
     except Exception as error:
         return f"backward raised {type(error).__name__}: {error}"
     for name, tensor, user_grad in zip(names, tensors, user_grads):
-        error = _relative_error(layout.from_user(name, user_grad), tensor.grad)
-        if error > rtol:
-            return f"gradient of {name} differs: relative error {error:.3g} > {rtol:g}"
+        where = WEIGHT_NAMES.get(case.op, "") if name == "w" else ("NHWC" if tensor.ndim == 4 else "")
+        problem = _difference(f"gradient of {name}", where, np.asarray(layout.from_user(name, user_grad)),
+                              tensor.grad, dtype, rtol)
+        if problem is not None:
+            return problem
     return None
 
 
