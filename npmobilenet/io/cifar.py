@@ -208,7 +208,7 @@ class _Interpreter:
     def refuse(self, what: str):
         raise UnsafeCifarPickleError(
             f"{self.path}: refusing {what}: a CIFAR-10 batch holds only dicts, lists, strings, "
-            f"numbers and uint8 arrays (this file would run other code when unpickled); nothing "
+            f"numbers and uint8 arrays (unpickled by Python, this file could run code); nothing "
             f"from it was run")
 
     def take(self, count: int) -> bytes:
