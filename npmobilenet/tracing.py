@@ -50,10 +50,9 @@ class Trace:
     def _add(self, op: str, phase: str, node: str | None, inputs, output, dtype, nbytes: int,
              seconds: float, sources: list[int]) -> dict:
         record = {"id": len(self.records), "op": op, "phase": phase, "node": node,
-                  "inputs": [list(shape) for shape in inputs],
-                  "output": None if output is None else list(output),
-                  "dtype": None if dtype is None else str(dtype), "bytes": int(nbytes),
-                  "seconds": seconds, "sources": sources}
+                  "inputs": [list(shape) for shape in inputs], "output": list(output),
+                  "dtype": str(dtype), "bytes": int(nbytes), "seconds": seconds,
+                  "sources": list(dict.fromkeys(sources))}  # an input used twice is one source
         self.records.append(record)
         return record
 
@@ -67,7 +66,7 @@ class Trace:
         sources = [i for i in map(self._link, inputs) if i is not None]
         record = self._add(op, "forward", self.node, (t.shape for t in inputs), result.shape,
                            result.dtype, result.data.nbytes, seconds, sources)
-        for source in sources:
+        for source in record["sources"]:
             self._consumers.setdefault(source, []).append(record["id"])
         result.trace_link = (self, record["id"])
 
@@ -104,7 +103,7 @@ class Trace:
     def _format_table(self) -> str:
         header = ("#", "phase", "op", "node", "inputs", "output", "dtype", "bytes", "ms")
         rows = [(str(r["id"]), r["phase"], r["op"], r["node"] or "",
-                 " ".join(_shape(s) for s in r["inputs"]), _shape(r["output"]), r["dtype"] or "",
+                 " ".join(_shape(s) for s in r["inputs"]), _shape(r["output"]), r["dtype"],
                  f"{r['bytes']:,}", f"{1e3 * r['seconds']:.3f}") for r in self.records]
         widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
         right = {0, 7, 8}
@@ -151,7 +150,7 @@ class Trace:
 
 
 def _shape(shape) -> str:
-    return "x".join(map(str, shape)) if shape else ("()" if shape is not None else "")
+    return "x".join(map(str, shape)) or "()"  # () is a scalar
 
 
 @contextlib.contextmanager

@@ -94,6 +94,15 @@ def test_record_fields_and_edges(capsys):
     assert lines[-1].startswith("forward: 3 records") and "backward: 3 records" in lines[-1]
 
 
+def test_an_input_used_twice_is_one_source():
+    a = nm.Tensor(np.ones(3), requires_grad=True)
+    with nm.trace() as t:
+        u = a * 2
+        (u * u).sum().backward()
+    assert [r["sources"] for r in t.records] == [[], [0], [1], [2], [1, 3], [0, 4]]
+    assert t.to_dot().count("r0 -> r1;") == 1
+
+
 def test_nothing_is_recorded_outside_or_after_a_trace():
     with nm.trace() as outer:
         F.relu(np.ones(2, np.float32))
