@@ -29,6 +29,7 @@ LIMITS = {
     "pickle_objects": 1_000_000,   # objects one .pth pickle may build
     "nesting_depth": 100,          # nested containers in a pickle or JSON document
     "zip_ratio": 200,              # declared / compressed size of a zip member
+    "metadata_bytes": 64 << 20,    # an index, config or other metadata read whole from a file
     "channels": 1 << 16,           # channels of one layer (spec ``depth``, ``c``)
     "classes": 100_000,            # outputs of a classifier head
     "repeats": 256,                # ``n`` of one inverted-residual row

@@ -352,6 +352,402 @@ def make_keras_v3(out: Path, rng: np.random.Generator, arch: str) -> None:
     np.savez(out / f"expected_keras_{arch}.npz", **arrays)
 
 
+# -- TF-slim checkpoints (tensor bundle V2) -------------------------------------------------
+
+SLIM = {  # arch -> (scope, depth multiplier, classes, batch-norm scale, finegrain_classification_mode)
+    # v1: TF-slim's mobilenet_v1_arg_scope (scale=True), an unusual multiplier, the 1001-class head
+    "mobilenet_v1": ("MobilenetV1", 0.125, 1001, True, False),
+    # v2: TF-slim's mobilenet.training_scope (slim.batch_norm's default scale=False: no gamma);
+    # finegrain_classification_mode=False (slim's default) scales Conv_1 with the multiplier
+    "mobilenet_v2": ("MobilenetV2", 0.25, 10, False, False),
+}
+SLIM_EPS = 1e-3
+SLIM_V1_DEFS = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512), *[(1, 512)] * 5,
+                (2, 1024), (1, 1024)]
+SLIM_V2_DEFS = [(6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1)]
+
+
+def _make_divisible(v: float, divisor: int = 8, min_value: int = 8) -> int:
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def slim_layers(arch: str) -> list[dict]:
+    """The layers of TF-slim's ``mobilenet_v1`` / ``mobilenet_v2`` (``mobilenet_v1.py``,
+    ``mobilenet/mobilenet_v2.py``) at the fixture's multiplier: scope, kind, kernel shape,
+    stride, activation, residual input."""
+    _, alpha, classes, _, finegrain = SLIM[arch]
+    layers = []
+
+    def conv(scope, k, s, cin, cout, act=True, kind="conv"):
+        shape = (k, k, cin, 1) if kind == "depthwise" else (k, k, cin, cout)
+        layers.append({"scope": scope, "kind": kind, "shape": shape, "stride": s, "relu6": act})
+        return cin if kind == "depthwise" else cout
+
+    if arch == "mobilenet_v1":
+        depth = lambda d: max(int(d * alpha), 8)  # noqa: E731
+        c = conv("Conv2d_0", 3, 2, 3, depth(32))
+        for i, (s, d) in enumerate(SLIM_V1_DEFS, 1):
+            conv(f"Conv2d_{i}_depthwise", 3, s, c, c, kind="depthwise")
+            c = conv(f"Conv2d_{i}_pointwise", 1, 1, c, depth(d))
+        layers.append({"scope": "AvgPool_1a", "kind": "slim_pool"})
+    else:
+        c = cin = conv("Conv", 3, 2, 3, _make_divisible(32 * alpha))
+        conv("expanded_conv/depthwise", 3, 1, c, c, kind="depthwise")  # expansion 1: no expand
+        c = conv("expanded_conv/project", 1, 1, c, _make_divisible(16 * alpha), act=False)
+        if cin == c:  # expanded_conv's residual: stride 1 and equal depths
+            layers[-1]["residual"] = "expanded_conv/depthwise"  # adds the block's input
+        k = 1
+        for t, ch, n, s in SLIM_V2_DEFS:
+            for r in range(n):
+                name, cin = f"expanded_conv_{k}", c
+                e = conv(f"{name}/expand", 1, 1, c, _make_divisible(c * t))
+                conv(f"{name}/depthwise", 3, s if r == 0 else 1, e, e, kind="depthwise")
+                c = conv(f"{name}/project", 1, 1, e, _make_divisible(ch * alpha), act=False)
+                if (s if r == 0 else 1) == 1 and cin == c:
+                    layers[-1]["residual"] = f"{name}/expand"
+                k += 1
+        last = 1280 if finegrain and alpha < 1 else _make_divisible(1280 * alpha)
+        c = conv("Conv_1", 1, 1, c, last)
+        layers.append({"scope": "global_pool", "kind": "global_pool"})
+    layers.append({"scope": "Logits/Conv2d_1c_1x1", "kind": "logits", "shape": (1, 1, c, classes)})
+    return layers
+
+
+def _slim_variables(arch: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random weights under slim's names (scope-relative), batch norms left for calibration."""
+    _, _, _, scale, _ = SLIM[arch]
+    params = {}
+    for layer in slim_layers(arch):
+        if "shape" not in layer:
+            continue
+        shape, scope = layer["shape"], layer["scope"]
+        fan_in = shape[0] * shape[1] * (1 if layer["kind"] == "depthwise" else shape[2])
+        weights = "depthwise_weights" if layer["kind"] == "depthwise" else "weights"
+        params[f"{scope}/{weights}"] = rng.normal(0, fan_in ** -0.5, shape).astype(np.float32)
+        if layer["kind"] == "logits":
+            params[f"{scope}/biases"] = rng.normal(0, 0.1, shape[3]).astype(np.float32)
+            continue
+        channels = shape[2] if layer["kind"] == "depthwise" else shape[3]
+        gamma, beta = _affine(rng, channels)
+        if scale:
+            params[f"{scope}/BatchNorm/gamma"] = gamma
+        params[f"{scope}/BatchNorm/beta"] = beta
+    return params
+
+
+def slim_forward(tf, arch: str, params: dict, x, calibrate: dict | None = None):
+    """TF-slim's forward in TF ops (eval-mode batch norm with the moving statistics; with
+    ``calibrate`` a dict, batch statistics instead, stored into it)."""
+    dtype = x.dtype
+    value = lambda name: tf.constant(params[name], dtype)  # noqa: E731
+    outputs, h = {}, x
+    for layer in slim_layers(arch):
+        scope, kind = layer["scope"], layer["kind"]
+        if kind in ("conv", "depthwise"):
+            s = [1, layer["stride"], layer["stride"], 1]
+            if kind == "conv":
+                y = tf.nn.conv2d(h, value(f"{scope}/weights"), s, "SAME")
+            else:
+                y = tf.nn.depthwise_conv2d(h, value(f"{scope}/depthwise_weights"), s, "SAME")
+            if calibrate is not None:
+                mean, var = tf.nn.moments(y, [0, 1, 2])
+                calibrate[scope] = (mean.numpy(), var.numpy())
+            else:
+                mean, var = value(f"{scope}/BatchNorm/moving_mean"), value(f"{scope}/BatchNorm/moving_variance")
+            gamma = value(f"{scope}/BatchNorm/gamma") if f"{scope}/BatchNorm/gamma" in params else None
+            y = tf.nn.batch_normalization(y, mean, var, value(f"{scope}/BatchNorm/beta"), gamma, SLIM_EPS)
+            if layer["relu6"]:
+                y = tf.nn.relu6(y)
+            if "residual" in layer:
+                y = y + outputs[layer["residual"] + "/input"]
+            outputs[scope + "/input"] = h
+            h = y
+        elif kind == "slim_pool":  # _reduced_kernel_size_for_small_input, VALID, stride 2
+            kernel = [min(h.shape[1], 7), min(h.shape[2], 7)]
+            h = tf.nn.avg_pool2d(h, kernel, 2, "VALID")
+        elif kind == "global_pool":
+            h = tf.reduce_mean(h, [1, 2], keepdims=True)
+        else:
+            h = tf.nn.conv2d(h, value(f"{scope}/weights"), 1, "SAME") + value(f"{scope}/biases")
+            h = tf.squeeze(h, [1, 2])
+    return h
+
+
+def _slim_calibrate(tf, arch: str, params: dict, rng: np.random.Generator) -> None:
+    """Moving statistics: the batch statistics of a calibration batch, perturbed."""
+    stats = {}
+    slim_forward(tf, arch, params, tf.constant(_calibration_batch(rng)), calibrate=stats)
+    for scope, (mean, var) in stats.items():
+        mean, var = _perturb(rng, mean, var)
+        params[f"{scope}/BatchNorm/moving_mean"], params[f"{scope}/BatchNorm/moving_variance"] = mean, var
+
+
+def save_tf1_checkpoint(tf, prefix: Path, scope: str, raw: dict, shadows: dict, step: int) -> None:
+    """TF's own (TF1) Saver: slim's variable names, ExponentialMovingAverage shadows of every
+    model variable (as slim's train_image_classifier keeps them), RMSProp slots of the trainable
+    ones (after one real optimizer step) and global_step."""
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = {name: tf.compat.v1.get_variable(f"{scope}/{name}", initializer=value,
+                                                     trainable="moving_" not in name)
+                     for name, value in raw.items()}
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        ema = tf.compat.v1.train.ExponentialMovingAverage(0.9999)
+        ema.apply(list(variables.values()))
+        trainable = [v for name, v in variables.items() if "moving_" not in name]
+        loss = tf.add_n([tf.reduce_sum(v * v) for v in trainable])
+        optimizer = tf.compat.v1.train.RMSPropOptimizer(0.01, decay=0.9, momentum=0.9, epsilon=1.0)
+        train = optimizer.minimize(loss, global_step=global_step, var_list=trainable)
+        saver = tf.compat.v1.train.Saver(save_relative_paths=True)
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(train)
+            for name, variable in variables.items():
+                variable.load(raw[name], session)
+                ema.average(variable).load(shadows[name], session)
+            global_step.load(step, session)
+            saver.save(session, str(prefix), global_step=global_step, write_meta_graph=False)
+
+
+def make_tf_slim(out: Path, rng: np.random.Generator, arch: str) -> None:
+    import tensorflow as tf
+
+    scope = SLIM[arch][0]
+    shadows = _slim_variables(arch, rng)  # the averaged weights: what eval restores and tests use
+    _slim_calibrate(tf, arch, shadows, rng)
+    raw = {}
+    for name, value in shadows.items():  # the last step's weights: near the averages
+        noisy = value * rng.uniform(0.8, 1.2, value.shape) + rng.normal(0, 0.02, value.shape)
+        raw[name] = np.abs(noisy).astype(np.float32) if "moving_variance" in name else noisy.astype(np.float32)
+    folder = out / f"tf_slim_{arch}"
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    save_tf1_checkpoint(tf, folder / "model.ckpt", scope, raw, shadows, step=1000)
+    arrays = {}
+    for key, x in _inputs(rng).items():
+        arrays[f"x_{key}"] = x
+        arrays[f"logits_{key}"] = slim_forward(tf, arch, {k: v.astype(np.float64) for k, v in shadows.items()},
+                                               tf.constant(x.astype(np.float64))).numpy()
+        arrays[f"logits_raw_{key}"] = slim_forward(tf, arch, {k: v.astype(np.float64) for k, v in raw.items()},
+                                                   tf.constant(x.astype(np.float64))).numpy()
+    np.savez(out / f"expected_tf_slim_{arch}.npz", **arrays)
+
+
+# -- Keras 3 native files, headless bases, transfer-learning models ------------------------
+
+KERAS_APPS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2",
+              "mobilenet_v3_small": "MobileNetV3Small"}
+KERAS_ALPHA = 0.25
+
+
+def _keras_options(arch: str, **extra) -> dict:
+    options = dict(alpha=KERAS_ALPHA, weights=None, **extra)
+    if arch == "mobilenet_v3_small":
+        options["include_preprocessing"] = True
+    return options
+
+
+def _keras_base_shape(arch: str, size=(96, 96)) -> tuple:
+    """v1/v2 pad according to a static input size; v3 is built for any size (None, None)."""
+    return (None, None, 3) if arch == "mobilenet_v3_small" else (*size, 3)
+
+
+def _keras_model_inputs(arch: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {key: (_pixels(x) if arch == "mobilenet_v3_small" else x) for key, x in _inputs(rng).items()}
+
+
+def _keras_float64(build, weights, sizes_inputs: dict, output=lambda y: y) -> dict[str, np.ndarray]:
+    """For each input: ``build((h, w))`` in float64 with ``weights``, run in inference mode."""
+    import keras
+
+    keras.config.set_dtype_policy("float64")
+    arrays = {}
+    try:
+        for key, x in sizes_inputs.items():
+            model = build(x.shape[1:3])
+            model.set_weights([v.astype(np.float64) for v in weights])
+            arrays[f"x_{key}"] = x
+            arrays[key] = output(np.asarray(model(x.astype(np.float64), training=False)))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    return arrays
+
+
+def make_keras3_native(out: Path, rng: np.random.Generator, arch: str) -> None:
+    """``keras_<arch>.keras`` (Keras 3's ``model.save``; its ``model.weights.h5`` member is the
+    ``.weights.h5`` layout) with the top, 10 classes, logits."""
+    import keras
+
+    build = getattr(keras.applications, KERAS_APPS[arch])
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(SEED)
+    options = _keras_options(arch, classes=NUM_CLASSES, classifier_activation=None)
+    model = build(input_shape=_keras_base_shape(arch), **options)
+    _keras_randomise(model, rng)
+    model.save(out / f"keras_{arch}.keras")
+    arrays = _keras_float64(lambda hw: build(input_shape=_keras_base_shape(arch, hw), **options),
+                            model.get_weights(), _keras_model_inputs(arch, rng))
+    np.savez(out / f"expected_keras3_{arch}.npz",
+             **{(k if k.startswith("x_") else f"logits_{k}"): v for k, v in arrays.items()})
+
+
+KERAS_HEADLESS = {  # fixture -> (arch, pooling, how it is saved)
+    "keras_mobilenet_v2_notop": ("mobilenet_v2", None, "keras2"),  # the downloaded *_no_top.h5
+    "keras_mobilenet_v1_notop_avg": ("mobilenet_v1", "avg", "keras"),
+}
+
+
+def make_keras_headless(out: Path, rng: np.random.Generator, name: str) -> None:
+    """``include_top=False`` bases: the features expected are globally averaged (what
+    ``pooling="avg"`` returns; the mean of the map otherwise)."""
+    import keras
+
+    arch, pooling, how = KERAS_HEADLESS[name]
+    build = getattr(keras.applications, KERAS_APPS[arch])
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(SEED)
+    options = _keras_options(arch, include_top=False, pooling=pooling)
+    model = build(input_shape=_keras_base_shape(arch), **options)
+    _keras_randomise(model, rng)
+    if how == "keras2":
+        save_keras2_weights(model, out / f"{name}.h5")
+    else:
+        model.save(out / f"{name}.keras")
+    pooled = (lambda y: y) if pooling == "avg" else (lambda y: y.mean(axis=(1, 2)))
+    arrays = _keras_float64(lambda hw: build(input_shape=_keras_base_shape(arch, hw), **options),
+                            model.get_weights(), _keras_model_inputs(arch, rng), pooled)
+    np.savez(out / f"expected_{name}.npz",
+             **{(k if k.startswith("x_") else f"features_{k}"): v for k, v in arrays.items()})
+
+
+TRANSFER_CLASSES = 5
+KERAS_TRANSFER = {  # arch -> how its transfer-learning model is saved
+    "mobilenet_v1": ("keras2", "keras"),
+    "mobilenet_v2": ("keras2", "keras3_h5", "keras"),
+    "mobilenet_v3_small": ("keras3_h5", "keras"),
+}
+
+
+def _transfer_model(keras, arch: str, size=(96, 96)):
+    """The keras.io transfer-learning recipe: a keras.applications base nested as one layer, then
+    GlobalAveragePooling2D, Dropout and Dense(5, softmax)."""
+    build = getattr(keras.applications, KERAS_APPS[arch])
+    base = build(input_shape=_keras_base_shape(arch, size), **_keras_options(arch, include_top=False))
+    inputs = keras.Input(_keras_base_shape(arch, size))
+    x = base(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(TRANSFER_CLASSES, activation="softmax")(x)
+    return keras.Model(inputs, outputs), base
+
+
+def save_keras2_model(model, path: Path) -> None:
+    """Mimic Keras 2's ``model.save("x.h5")``: the model's JSON config as the root attribute
+    ``model_config``, the weights under ``model_weights``; a nested model is one layer group
+    whose ``weight_names`` are its variables' names (``Conv1/kernel:0``)."""
+    import keras
+
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = model.to_json().encode("utf8")
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.15.0"
+        group = f.create_group("model_weights")
+        group.attrs["layer_names"] = np.array([layer.name.encode("utf8") for layer in model.layers])
+        group.attrs["backend"] = b"tensorflow"
+        group.attrs["keras_version"] = b"2.15.0"
+        for layer in model.layers:
+            inner = layer.layers if isinstance(layer, keras.Model) else [layer]
+            pairs = [(_keras2_weight_name(sub, w), w) for sub in inner
+                     for w in list(sub.trainable_weights) + list(sub.non_trainable_weights)]
+            layer_group = group.create_group(layer.name)
+            names = [name.encode("utf8") for name, _ in pairs]
+            layer_group.attrs["weight_names"] = np.array(names) if names else np.array([])
+            for name, weight in pairs:
+                layer_group.create_dataset(name, data=np.asarray(weight.numpy()))
+
+
+def make_keras_transfer(out: Path, rng: np.random.Generator, arch: str) -> None:
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(SEED)
+    model, base = _transfer_model(keras, arch)
+    (_keras_v3_randomise if arch == "mobilenet_v3_small" else _keras_randomise)(base, rng)
+    # The classifier sees standardised features (folded into its kernel and bias), so the
+    # probabilities are neither uniform nor saturated and differ from image to image.
+    calibration = _calibration_batch(rng)
+    if arch == "mobilenet_v3_small":
+        calibration = _pixels(calibration)
+    features = np.asarray(base(calibration, training=False)).mean(axis=(1, 2)).astype(np.float64)
+    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-3
+    dense = model.layers[-1]
+    kernel = rng.normal(0, 1.5 * features.shape[1] ** -0.5, dense.kernel.shape) / std[:, None]
+    bias = rng.normal(0, 0.3, TRANSFER_CLASSES) - mean @ kernel
+    dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    name = f"keras_transfer_{arch}"
+    for how in KERAS_TRANSFER[arch]:
+        if how == "keras2":
+            save_keras2_model(model, out / f"{name}.h5")
+        elif how == "keras3_h5":
+            model.save(out / f"{name}_keras3.h5")
+        else:
+            model.save(out / f"{name}.keras")
+    arrays = _keras_float64(lambda hw: _transfer_model(keras, arch, hw)[0], model.get_weights(),
+                            _keras_model_inputs(arch, rng))
+    np.savez(out / f"expected_{name}.npz",
+             **{(k if k.startswith("x_") else f"probs_{k}"): v for k, v in arrays.items()})
+
+
+# -- preprocessing: each source's own pipeline on photos of odd sizes -----------------------
+
+PHOTOS = {"photo_333x251.jpg": ("china.jpg", (41, 87, 41 + 333, 87 + 251)),  # (left, top, right, bottom)
+          "photo_251x389.jpg": ("flower.jpg", (150, 20, 150 + 251, 20 + 389))}
+
+
+def _slim_preprocess_for_eval(tf, image, height=224, width=224, central_fraction=0.875):
+    """TF-slim's ``inception_preprocessing.preprocess_for_eval`` (what slim's eval_image_classifier
+    runs for MobileNet), verbatim in TF2 ops: convert_image_dtype, central_crop, the legacy
+    (align_corners=False, no half-pixel centres) bilinear resize, then ``(x - 0.5) * 2``."""
+    image = tf.image.convert_image_dtype(image, dtype=tf.float32)
+    image = tf.image.central_crop(image, central_fraction=central_fraction)
+    image = tf.expand_dims(image, 0)
+    image = tf.compat.v1.image.resize_bilinear(image, [height, width], align_corners=False)
+    image = tf.squeeze(image, [0])
+    image = tf.subtract(image, 0.5)
+    return tf.multiply(image, 2.0)
+
+
+def make_preprocess(out: Path, rng: np.random.Generator) -> None:
+    """Two JPEG photos of odd sizes (crops of scikit-learn's sample images) and what each
+    source's pipeline makes of them, decoded by Pillow: torchvision's Resize(256) +
+    CenterCrop(224) + ToTensor + Normalize; Keras' ``load_img(target_size=(224, 224))`` +
+    ``img_to_array`` + ``mobilenet_v2.preprocess_input``; TF-slim's ``preprocess_for_eval``."""
+    import keras
+    import tensorflow as tf
+    import torchvision.transforms as T
+    from PIL import Image
+    import sklearn.datasets  # the sample photos ship with scikit-learn
+
+    images = Path(sklearn.datasets.__file__).parent / "images"
+    torchvision_transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                                       T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    arrays = {}
+    for name, (source, box) in PHOTOS.items():
+        Image.open(images / source).crop(box).save(out / name, quality=90)
+        with Image.open(out / name) as photo:
+            image = photo.convert("RGB")
+        key = name.removesuffix(".jpg")
+        arrays[f"torchvision_{key}"] = torchvision_transform(image).permute(1, 2, 0).numpy()
+        loaded = keras.utils.load_img(out / name, target_size=(224, 224))
+        arrays[f"keras_{key}"] = keras.applications.mobilenet_v2.preprocess_input(
+            keras.utils.img_to_array(loaded))
+        arrays[f"slim_{key}"] = _slim_preprocess_for_eval(tf, tf.constant(np.asarray(image))).numpy()
+    np.savez_compressed(out / "expected_preprocess.npz", **arrays)
+
+
 def _make_v1v2(out: Path) -> None:
     rng = np.random.default_rng(SEED)  # one stream for the three, in this order
     make_torchvision(out, rng)
@@ -372,6 +768,18 @@ FIXTURES = {
     "keras_mobilenet_v3_small_minimalistic":
         (lambda out, rng: make_keras_v3(out, rng, "mobilenet_v3_small_minimalistic"), 6),
     "timm_mobilenet_v4_conv_small": (lambda out, rng: make_timm_v4(out, rng), 7),
+    "tf_slim_mobilenet_v1": (lambda out, rng: make_tf_slim(out, rng, "mobilenet_v1"), 8),
+    "tf_slim_mobilenet_v2": (lambda out, rng: make_tf_slim(out, rng, "mobilenet_v2"), 9),
+    "keras3_mobilenet_v1": (lambda out, rng: make_keras3_native(out, rng, "mobilenet_v1"), 10),
+    "keras3_mobilenet_v2": (lambda out, rng: make_keras3_native(out, rng, "mobilenet_v2"), 11),
+    "keras_mobilenet_v2_notop": (lambda out, rng: make_keras_headless(out, rng, "keras_mobilenet_v2_notop"), 12),
+    "keras_mobilenet_v1_notop_avg":
+        (lambda out, rng: make_keras_headless(out, rng, "keras_mobilenet_v1_notop_avg"), 13),
+    "keras_transfer_mobilenet_v1": (lambda out, rng: make_keras_transfer(out, rng, "mobilenet_v1"), 14),
+    "keras_transfer_mobilenet_v2": (lambda out, rng: make_keras_transfer(out, rng, "mobilenet_v2"), 15),
+    "keras_transfer_mobilenet_v3_small":
+        (lambda out, rng: make_keras_transfer(out, rng, "mobilenet_v3_small"), 16),
+    "preprocess": (lambda out, rng: make_preprocess(out, rng), 17),
 }
 
 

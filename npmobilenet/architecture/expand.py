@@ -2,7 +2,10 @@
 
 Each body row is expanded by its block type (:data:`.blocks.BLOCKS`), then the head: a pool to
 one vector per image, an optional hidden linear layer (v3, v4), dropout, and the ``Logits``
-linear layer (when ``num_classes`` > 0).
+linear layer (when ``num_classes`` > 0). A headless graph (``num_classes`` 0) ends with the last
+feature map, or with ``pool_features`` with the global average pool (and the hidden layer, if
+any and ``hidden_layer``): the features Keras' ``pooling="avg"`` and timm's ``num_classes=0``
+return.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def expand(spec: dict, options: Options) -> Graph:
         if _reached(b, options.final_endpoint):
             break
     else:
-        if options.num_classes > 0:
+        if options.num_classes > 0 or options.pool_features:
             _head(spec.get("head", {}), b)
     if options.final_endpoint is not None:
         names = [node.name for node in b.nodes]
@@ -49,7 +52,7 @@ def _head(head: dict, b: Builder) -> None:
     o = b.options
     b.check_input_size()
     h, w, c = b.shape
-    if o.global_pool:
+    if o.global_pool or o.num_classes == 0:
         attrs = {"mode": "global"}
     else:
         kernel = [min(h, SLIM_POOL_KERNEL), min(w, SLIM_POOL_KERNEL)]
@@ -63,13 +66,15 @@ def _head(head: dict, b: Builder) -> None:
         attrs = {"mode": "slim", "kernel": kernel, "stride": SLIM_POOL_STRIDE}
     b.node(b.family.pool, "pool", **attrs)
     hidden = head.get("hidden")
-    if hidden is not None:
+    if hidden is not None and o.hidden_layer:
         batch_norm = {"eps": o.bn_eps, "momentum": o.bn_momentum} if hidden.get("batch_norm") else None
         b.node(b.scope("Conv"), "linear", in_features=b.shape[0],
                out_features=b.depth(hidden["depth"], hidden.get("min_multiplier"),
                                     hidden.get("scaled", True)),
                bias=hidden.get("bias", True), batch_norm=batch_norm,
                activation=hidden.get("activation", o.activation))
+    if o.num_classes == 0:
+        return
     if o.dropout > 0:
         b.node(b.family.dropout, "dropout", rate=o.dropout)
     b.node("Logits", "linear", in_features=b.shape[0], out_features=o.num_classes, bias=True,

@@ -22,6 +22,8 @@ class Options:
     num_classes: int
     dropout: float
     global_pool: bool
+    pool_features: bool  # num_classes 0: end with the global average pool, (N, C)
+    hidden_layer: bool  # the head's hidden layer, when the spec has one (v3, v4)
     output_stride: int | None
     final_endpoint: str | None
     init: str
@@ -54,6 +56,8 @@ CHECKS = {
     "num_classes": fields.classes,
     "dropout": fields.rate,
     "global_pool": _boolean,
+    "pool_features": _boolean,
+    "hidden_layer": _boolean,
     "output_stride": _output_stride,
     "final_endpoint": fields.string,
     "init": fields.one_of(*fields.INITS),
@@ -62,8 +66,8 @@ CHECKS = {
 # Used when neither the spec nor the caller gives a value.
 FALLBACK = {"input_size": 224, "depth_multiplier": 1.0, "min_depth": 8, "activation": "relu6",
             "padding": "SAME", "bn_eps": 1e-3, "bn_momentum": 0.1, "num_classes": 1000,
-            "dropout": 0.0, "global_pool": True, "output_stride": None, "final_endpoint": None,
-            "init": "torchvision"}
+            "dropout": 0.0, "global_pool": True, "pool_features": False, "hidden_layer": True,
+            "output_stride": None, "final_endpoint": None, "init": "torchvision"}
 
 
 def resolve_options(spec: dict, **overrides) -> Options:

@@ -100,12 +100,18 @@ def _block_scope(name: str) -> str:
     return name.split("/")[0]
 
 
+def _head_names(graph, hidden: str, logits: str) -> dict[str, str]:
+    """The head's layers by role: ``Logits`` (when the graph has a classifier) and the hidden
+    layer before it (when it has one)."""
+    return {name: logits if name == "Logits" else hidden for name in head_layers(graph)}
+
+
 def torchvision_v3(graph) -> dict[str, dict]:
     """``features.0`` the stem, ``features.<i>.block.<j>`` the i-th bottleneck's j-th layer
     (expand, depthwise, squeeze-excite (fc1, fc2), project), then the last conv;
     ``classifier.0`` the hidden layer, ``classifier.3`` the logits."""
     names, blocks, layer = {}, [], 0
-    head = dict(zip(head_layers(graph), ("classifier.0", "classifier.3")))
+    head = _head_names(graph, "classifier.0", "classifier.3")
     for node in graph.nodes:
         scope = _block_scope(node.name)
         if not node.layout.params:
@@ -142,10 +148,8 @@ def timm_v4(stages: tuple[int, ...]):
     def naming(graph) -> dict[str, dict]:
         names, scopes = {}, []
         head = head_layers(graph)
-        if head:
-            names[head[-1]] = {"fc": "classifier"}
-        if len(head) == 2:
-            names[head[0]] = {"fc": "conv_head", "bn": "norm_head"}
+        for name in head:
+            names[name] = {"fc": "classifier"} if name == "Logits" else {"fc": "conv_head", "bn": "norm_head"}
         for node in graph.nodes:
             scope, _, part = node.name.partition("/")
             if node.name == "Conv":
@@ -167,3 +171,11 @@ def timm_v4(stages: tuple[int, ...]):
 torchvision_v2 = by_node(_torchvision_v2)
 keras_v1 = by_node(_keras_v1)
 keras_v2 = by_node(_keras_v2)
+
+
+def slim(scope: str):
+    """TF-slim's own names, which ours copy (``Conv2d_3_pointwise``, ``expanded_conv_4/expand``,
+    ...) under the model's variable scope (``MobilenetV1``, ``MobilenetV2``); the classifier is
+    ``Logits/Conv2d_1c_1x1``."""
+    return by_node(lambda node: {"scope": f"{scope}/Logits/Conv2d_1c_1x1" if node == "Logits"
+                                 else f"{scope}/{node}"})

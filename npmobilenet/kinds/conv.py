@@ -134,7 +134,7 @@ def _torch(node):
     return nn.Sequential(*layers)
 
 
-def _sources(weight_layout) -> dict:
+def _sources(weight_layout, slim_weights: str) -> dict:
     return {
         "torch": {"weights": ("{conv}.weight", weight_layout),
                   "BatchNorm/gamma": ("{bn}.weight", layouts.SAME),
@@ -146,12 +146,14 @@ def _sources(weight_layout) -> dict:
                   "BatchNorm/beta": ("{bn}/beta", layouts.SAME),
                   "BatchNorm/moving_mean": ("{bn}/moving_mean", layouts.SAME),
                   "BatchNorm/moving_variance": ("{bn}/moving_variance", layouts.SAME)},
+        "slim": {"weights": (f"{{scope}}/{slim_weights}", layouts.SAME),
+                 **{key: (f"{{scope}}/{key}", layouts.SAME) for key in BATCH_NORM}},
     }
 
 
 CONV = register_kind(NodeKind(
     "conv", lambda attrs, shapes: _layout(attrs, shapes, depthwise=False), _forward, ConvStep,
-    _torch, _sources(layouts.TORCH_CONV)))
+    _torch, _sources(layouts.TORCH_CONV, "weights")))
 DEPTHWISE = register_kind(NodeKind(
     "depthwise", lambda attrs, shapes: _layout(attrs, shapes, depthwise=True), _forward, ConvStep,
-    _torch, _sources(layouts.TORCH_DEPTHWISE)))
+    _torch, _sources(layouts.TORCH_DEPTHWISE, "depthwise_weights")))

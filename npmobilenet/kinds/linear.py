@@ -89,6 +89,9 @@ SOURCES = {
               "BatchNorm/gamma": ("{bn}/gamma", layouts.SAME), "BatchNorm/beta": ("{bn}/beta", layouts.SAME),
               "BatchNorm/moving_mean": ("{bn}/moving_mean", layouts.SAME),
               "BatchNorm/moving_variance": ("{bn}/moving_variance", layouts.SAME)},
+    # TF-slim: a 1x1 conv (1, 1, in, out) with biases, as Keras's
+    "slim": {"weights": ("{scope}/weights", layouts.KERAS_LINEAR), "biases": ("{scope}/biases", layouts.SAME),
+             **{key: (f"{{scope}}/{key}", layouts.SAME) for key in BATCH_NORM}},
 }
 
 LINEAR = register_kind(NodeKind("linear", _layout, _forward, LinearStep, _torch, SOURCES))
