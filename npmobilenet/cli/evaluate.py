@@ -59,6 +59,9 @@ def run(args) -> int:
     model = load(args.weights)
     if model.preprocess is None:
         raise ValueError(f"{args.weights}: the model file has no preprocessing preset")
+    if model.graph.options.num_classes == 0:
+        raise ValueError(f"{args.weights}: a headless model (it returns features, not classes); "
+                         f"train a head on it first: npmobilenet train --weights {args.weights} --data DIR")
     num_classes = model.graph.options.num_classes
     names = model_class_names(model, args.weights, args.labels, required=True)
     data = _dataset(args, model, class_index(names, args.labels or "class names"))

@@ -167,6 +167,9 @@ def run(args) -> int:
     model = load(args.weights)
     if model.preprocess is None:
         raise ValueError(f"{args.weights}: the model file has no preprocessing preset")
+    if model.graph.options.num_classes == 0:
+        raise ValueError(f"{args.weights}: a headless model (it returns features, not classes); "
+                         f"train a head on it first: npmobilenet train --weights {args.weights} --data DIR")
     names = model_class_names(model, args.weights, args.labels)
     topk = min(args.topk, len(names))
     model.eval()
