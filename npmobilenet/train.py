@@ -155,7 +155,8 @@ def with_options(model: Model, seed: int | None = None, reinitialise: tuple[str,
                  **options) -> Model:
     """A copy of ``model`` built with other build options (``bn_momentum``, ``dropout``,
     ``num_classes``...; see :func:`npmobilenet.build_model`), holding its weights, moving
-    statistics, frozen layers, ``requires_grad`` flags, preprocessing and class names.
+    statistics, frozen layers, ``requires_grad`` flags, preprocessing and (for the same number
+    of classes) class names.
 
     The nodes named in ``reinitialise``, and parameters the new graph shapes differently, keep
     a fresh initialisation (seeded by ``seed``), trainable.
@@ -171,7 +172,8 @@ def with_options(model: Model, seed: int | None = None, reinitialise: tuple[str,
         param.requires_grad = old[name].requires_grad if name in kept else True
     nodes = {node.name for node in new.graph.nodes}
     new.frozen = {name for name in model.frozen if name in nodes and name not in reinitialise}
-    new.preprocess, new.class_names = model.preprocess, model.class_names
+    same_classes = new.graph.options.num_classes == model.graph.options.num_classes
+    new.preprocess, new.class_names = model.preprocess, model.class_names if same_classes else None
     new.train(model.training)
     return new
 
@@ -190,17 +192,21 @@ def recalibrate_batch_norm(model: Model, loader, max_batches: int | None = None)
     """Recompute the batch-norm moving statistics of ``model`` from data, as torch's
     ``torch.optim.swa_utils.update_bn``: each statistic becomes the equally weighted average of
     its per-batch values over ``loader`` (batches ``x`` or ``(x, y)``; at most ``max_batches``).
+    A :class:`~npmobilenet.data.Loader` gives its epoch 0, so a training loader's next pass is
+    not moved on.
 
     Use it when eval mode scores far below train mode: after training with a small momentum
     (TF-slim's 0.0003), after averaging weights, or after loading statistics from other data.
     Frozen layers (:meth:`Model.freeze`) keep theirs. Returns ``model``, in the mode it was in.
     """
+    if max_batches is not None:
+        validate.integer("recalibrate_batch_norm: max_batches", max_batches, 1)
     probe = with_options(model, bn_momentum=1.0)  # its moving statistics are the last batch's
     probe.train()
     sums = {name: np.zeros_like(value, dtype=np.float64) for name, value in model.named_buffers()}
     count = 0
     with no_grad():
-        for batch in loader:
+        for batch in loader.epoch(0) if isinstance(loader, Epochs) else loader:
             if max_batches is not None and count >= max_batches:
                 break
             probe(batch[0] if isinstance(batch, (tuple, list)) else batch)
