@@ -34,10 +34,10 @@ VAL_SPLIT = 0.2
 TINY = 64  # inputs below this many pixels a side get the augmentation of small images
 # Per kind of data, the value of each flag left unset. The quickstart: a half-width MobileNet v1
 # on 48x48 digits. Digits are not mirror-symmetric (no flips) and fill their frame (no resize
-# margin, crops of at least 85% of the area, near-square).
+# margin, crops of at least 70% of the area, near-square: 98.9% held out, against 97.2% at 85%).
 DATA_DEFAULTS = {
     "digits": {"spec": "mobilenet_v1", "depth_multiplier": 0.5, "input_size": 48, "epochs": 15,
-               "flip": False, "crop_scale": 0.85, "resize_ratio": 1.0},
+               "flip": False, "crop_scale": 0.7, "resize_ratio": 1.0},
     "cifar10": {"spec": "mobilenet_v1", "depth_multiplier": 1.0, "input_size": 32, "epochs": 10, "flip": True},
     "folder": {"spec": "mobilenet_v2", "depth_multiplier": 1.0, "input_size": 224, "epochs": 10, "flip": True},
 }

@@ -29,7 +29,7 @@ def test_tiny_images_are_cropped_gently_and_evaluated_whole():
     assert _augmentation(_args(), "folder", 32) == {"crop_scale": 0.5, "flip": True, "resize_ratio": 1.0}
     assert _augmentation(_args(), "cifar10", 32) == {"crop_scale": 0.5, "flip": True, "resize_ratio": 1.0}
     assert _augmentation(_args(), "folder", 224) == {"crop_scale": 0.08, "flip": True, "resize_ratio": 256 / 224}
-    assert _augmentation(_args(), "digits", 48) == {"crop_scale": 0.85, "flip": False, "resize_ratio": 1.0}
+    assert _augmentation(_args(), "digits", 48) == {"crop_scale": 0.7, "flip": False, "resize_ratio": 1.0}
     given = _augmentation(_args(crop_scale=1.0, flip=False, resize_ratio=1.25), "folder", 32)
     assert given == {"crop_scale": 1.0, "flip": False, "resize_ratio": 1.25}
 
