@@ -42,6 +42,7 @@ from . import naming
 from .detect import FORMATS, check_source, guess_arch, torch_source
 from .keras_h5 import KerasWeights, read_keras_weights
 from .labels import class_names
+from .model_file import FORMAT
 from .preprocess import preset
 from .safetensors_weights import read_safetensors
 from .tf_checkpoint import open_checkpoint
@@ -422,6 +423,16 @@ def _keras_head(weights: KerasWeights, classifier: str, notes: list[str]) -> dic
     return layers
 
 
+def _is_model_file(path) -> bool:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as handle:
+            return (handle.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False  # read_safetensors names what is wrong
+
+
 def _torch_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``model.features.state_dict()`` (keys ``0.0.weight``, ...) as the model's own keys."""
     if tensors and all(name[:1].isdigit() for name in tensors):
@@ -469,6 +480,8 @@ def convert(path: os.PathLike | str, source: str | None = None, arch: str | None
             except ValueError as error:
                 raise ValueError(f"{path}: {error}") from None
         else:
+            if found == "safetensors" and _is_model_file(path):
+                raise ValueError(f"{path}: already an npmobilenet model file (use it as is)")
             tensors = _torch_names(read_safetensors(path) if found == "safetensors"
                                    else read_torch_state_dict(path))
             detected = torch_source(tensors)

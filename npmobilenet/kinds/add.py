@@ -37,4 +37,8 @@ def _torch(node):
     return Add()
 
 
-ADD = register_kind(NodeKind("add", _layout, _forward, AddStep, _torch))
+def _onnx(node, g) -> str:
+    return g.op("Add", [g.input(node, 0), g.input(node, 1)])
+
+
+ADD = register_kind(NodeKind("add", _layout, _forward, AddStep, _torch, onnx=_onnx))

@@ -134,6 +134,21 @@ def _torch(node):
     return nn.Sequential(*layers)
 
 
+def _onnx(node, g) -> str:
+    """ONNX ``Conv`` (OIHW weights, ``group`` = channels for depthwise) with the batch norm
+    folded into weights and bias, then the activation."""
+    weights, bias = fold_batch_norm(node, *(g.param(node, key) for key in ("weights", *BATCH_NORM)))
+    geometry = node_geometry(node.attrs, g.in_hw(node))
+    depthwise = node.op == "depthwise"
+    kernel = weights.transpose(2, 3, 0, 1) if depthwise else weights.transpose(3, 2, 0, 1)
+    top, bottom, left, right = geometry.pads
+    y = g.op("Conv", [g.input(node), g.constant(node, "weights", kernel), g.constant(node, "bias", bias)],
+             kernel_shape=list(geometry.kernel), strides=list(geometry.stride),
+             dilations=list(geometry.dilation), pads=[top, left, bottom, right],
+             group=weights.shape[2] if depthwise else 1)
+    return g.activation(node.attrs["activation"], y)
+
+
 def _sources(weight_layout, slim_weights: str) -> dict:
     return {
         "torch": {"weights": ("{conv}.weight", weight_layout),
@@ -153,7 +168,7 @@ def _sources(weight_layout, slim_weights: str) -> dict:
 
 CONV = register_kind(NodeKind(
     "conv", lambda attrs, shapes: _layout(attrs, shapes, depthwise=False), _forward, ConvStep,
-    _torch, _sources(layouts.TORCH_CONV, "weights")))
+    _torch, _sources(layouts.TORCH_CONV, "weights"), _onnx))
 DEPTHWISE = register_kind(NodeKind(
     "depthwise", lambda attrs, shapes: _layout(attrs, shapes, depthwise=True), _forward, ConvStep,
-    _torch, _sources(layouts.TORCH_DEPTHWISE, "depthwise_weights")))
+    _torch, _sources(layouts.TORCH_DEPTHWISE, "depthwise_weights"), _onnx))

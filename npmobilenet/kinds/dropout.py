@@ -29,4 +29,9 @@ def _torch(node):
     return nn.Dropout(node.attrs["rate"])
 
 
-DROPOUT = register_kind(NodeKind("dropout", _layout, _forward, DropoutStep, _torch))
+def _onnx(node, g) -> str:
+    """Inference: the identity, no operator."""
+    return g.input(node)
+
+
+DROPOUT = register_kind(NodeKind("dropout", _layout, _forward, DropoutStep, _torch, onnx=_onnx))

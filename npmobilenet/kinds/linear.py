@@ -41,19 +41,25 @@ def _forward(model, node, x):
     return activation(node.attrs["activation"]).apply(y)
 
 
+def fold(node, param) -> tuple[np.ndarray, np.ndarray]:
+    """The node's weights and bias with its eval-mode batch norm folded in; ``param(key)`` gives
+    the node's arrays."""
+    weights = param("weights")
+    bias = param("biases") if node.attrs["bias"] else np.zeros_like(weights[0])
+    if node.attrs["batch_norm"]:
+        gamma, beta, mean, variance = (param(key) for key in BATCH_NORM)
+        eps = np.asarray(node.attrs["batch_norm"]["eps"], weights.dtype)
+        scale = gamma * (1 / np.sqrt(variance + eps))
+        weights, bias = weights * scale, (bias - mean) * scale + beta
+    return np.ascontiguousarray(weights), np.ascontiguousarray(bias)
+
+
 class LinearStep:
     """x @ W' + b' with the batch norm folded in, then the activation in place."""
 
     def __init__(self, node, arrays):
         self.name = node.name
-        weights = arrays[f"{node.name}/weights"]
-        bias = arrays[f"{node.name}/biases"] if node.attrs["bias"] else np.zeros_like(weights[0])
-        if node.attrs["batch_norm"]:
-            gamma, beta, mean, variance = (arrays[f"{node.name}/{key}"] for key in BATCH_NORM)
-            eps = np.asarray(node.attrs["batch_norm"]["eps"], weights.dtype)
-            scale = gamma * (1 / np.sqrt(variance + eps))
-            weights, bias = weights * scale, (bias - mean) * scale + beta
-        self.weights, self.bias = np.ascontiguousarray(weights), np.ascontiguousarray(bias)
+        self.weights, self.bias = fold(node, lambda key: arrays[f"{node.name}/{key}"])
         self.activation = activation(node.attrs["activation"])
 
     def __call__(self, inputs, buffers):
@@ -80,6 +86,13 @@ def _torch(node):
     return nn.Sequential(*layers)
 
 
+def _onnx(node, g) -> str:
+    """ONNX ``Gemm`` over (N, in) features, batch norm folded, then the activation."""
+    weights, bias = fold(node, lambda key: g.param(node, key))
+    y = g.op("Gemm", [g.input(node), g.constant(node, "weights", weights), g.constant(node, "bias", bias)])
+    return g.activation(node.attrs["activation"], y)
+
+
 SOURCES = {
     "torch": {"weights": ("{fc}.weight", layouts.TORCH_LINEAR), "biases": ("{fc}.bias", layouts.SAME),
               "BatchNorm/gamma": ("{bn}.weight", layouts.SAME), "BatchNorm/beta": ("{bn}.bias", layouts.SAME),
@@ -94,4 +107,4 @@ SOURCES = {
              **{key: (f"{{scope}}/{key}", layouts.SAME) for key in BATCH_NORM}},
 }
 
-LINEAR = register_kind(NodeKind("linear", _layout, _forward, LinearStep, _torch, SOURCES))
+LINEAR = register_kind(NodeKind("linear", _layout, _forward, LinearStep, _torch, SOURCES, _onnx))

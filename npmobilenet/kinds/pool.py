@@ -55,4 +55,20 @@ def _torch(node):
     return Pool()
 
 
-POOL = register_kind(NodeKind("pool", _layout, _forward, PoolStep, _torch))
+def _onnx(node, g) -> str:
+    """``GlobalAveragePool``, or slim's VALID ``AveragePool`` (its window shrunk to the map at
+    the exported size, which must leave 1x1), then ``Flatten`` to (N, C)."""
+    if node.attrs["mode"] == "global":
+        pooled = g.op("GlobalAveragePool", [g.input(node)])
+    else:
+        h, w = g.in_hw(node)
+        kernel = [min(h, node.attrs["kernel"][0]), min(w, node.attrs["kernel"][1])]
+        stride = node.attrs["stride"]
+        if ((h - kernel[0]) // stride + 1, (w - kernel[1]) // stride + 1) != (1, 1):
+            raise ValueError(f"{node.name}: slim's {kernel[0]}x{kernel[1]} average pool does not "
+                             f"reduce the {h}x{w} features to 1x1; export at another input size")
+        pooled = g.op("AveragePool", [g.input(node)], kernel_shape=kernel, strides=[stride, stride])
+    return g.op("Flatten", [pooled], axis=1)
+
+
+POOL = register_kind(NodeKind("pool", _layout, _forward, PoolStep, _torch, onnx=_onnx))

@@ -16,8 +16,13 @@ is built, a function to run it) declares:
     imported only when it is called);
 ``sources``
     how frameworks name and lay out its parameters, for the converters: per convention
-    (``"torch"``, ``"keras"``), parameter key -> (name template over the node's source prefixes,
-    layout).
+    (``"torch"``, ``"keras"``, ``"slim"``), parameter key -> (name template over the node's
+    source prefixes, layout);
+``onnx(node, g)``
+    optional: the node as ONNX operators, for :mod:`npmobilenet.export.onnx` (batch norm
+    folded, NCHW): ``g`` gives the input tensor names, the node's arrays and the input size,
+    adds initializers and operators; returns the name of the node's output. A model with a
+    kind lacking it cannot be exported.
 
 Graph expansion, the model, the inference plan, summaries, the profiler, the benchmark and the
 converters look kinds up here by ``node.op``; none of them names one.
@@ -78,6 +83,7 @@ class NodeKind:
     compile: Callable | None = None
     torch: Callable | None = None
     sources: Mapping[str, Mapping[str, tuple[str, SourceLayout]]] = field(default_factory=dict)
+    onnx: Callable | None = None
 
 
 KINDS: dict[str, NodeKind] = {}

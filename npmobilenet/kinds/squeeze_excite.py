@@ -80,6 +80,20 @@ def _torch(node):
     return SqueezeExcite()
 
 
+def _onnx(node, g) -> str:
+    """``ReduceMean`` over H, W (kept), two 1x1 ``Conv`` with biases and their activations,
+    ``Mul`` by the gate."""
+    x = g.input(node)
+    hidden = g.op("ReduceMean", [x], axes=[2, 3], keepdims=1)
+    for layer, act in (("Conv", node.attrs["activation"]), ("Conv_1", node.attrs["gate"])):
+        weights = g.param(node, f"{layer}/weights")  # (in, out) -> (out, in, 1, 1)
+        hidden = g.op("Conv", [hidden, g.constant(node, f"{layer}/weights", weights.T[:, :, None, None]),
+                               g.constant(node, f"{layer}/biases", g.param(node, f"{layer}/biases"))],
+                      kernel_shape=[1, 1])
+        hidden = g.activation(act, hidden)
+    return g.op("Mul", [x, hidden])
+
+
 SOURCES = {
     "torch": {"Conv/weights": ("{reduce}.weight", layouts.TORCH_LINEAR),
               "Conv/biases": ("{reduce}.bias", layouts.SAME),
@@ -92,4 +106,4 @@ SOURCES = {
 }
 
 SQUEEZE_EXCITE = register_kind(NodeKind("squeeze_excite", _layout, _forward, SqueezeExciteStep,
-                                        _torch, SOURCES))
+                                        _torch, SOURCES, _onnx))
