@@ -35,6 +35,30 @@ MobileNetV3 / V4 (see docs/notes/v3_v4_reference.md for the architectures, names
   builder with ``channel_multiplier=0.25`` and 10 classes (``timm.create_model`` cannot pass a
   multiplier to this model, so the script calls the builder it wraps, ``_gen_mobilenet_v4``).
 
+Made with TensorFlow / Keras 3 / torchvision as well (``--only`` names in brackets):
+
+- ``tf_slim_mobilenet_{v1,v2}/`` [``tf_slim_mobilenet_v1``, ``..._v2``]: TF-slim checkpoints
+  written by TF's own (TF1) ``Saver`` under slim's variable names (``MobilenetV1/Conv2d_0/weights``,
+  ``.../BatchNorm/moving_mean``, ``MobilenetV1/Logits/Conv2d_1c_1x1/biases``), with
+  ExponentialMovingAverage shadows of every model variable, RMSProp slots and ``global_step``,
+  a ``checkpoint`` file naming ``model.ckpt-1000``; v1 at the unusual multiplier 0.125 with the
+  1001-class head, v2 at 0.25 with slim's default batch norm (no gamma) and
+  ``finegrain_classification_mode=False``. ``expected_tf_slim_*.npz``: ``logits_HxW`` from TF's
+  float64 forward of the shadows (slim's layers in TF ops), ``logits_raw_HxW`` of the raw values;
+- ``keras_mobilenet_{v1,v2}.keras`` [``keras3_mobilenet_v1``, ``..._v2``]: Keras 3's
+  ``model.save`` (its ``model.weights.h5`` member is the ``.weights.h5`` layout), alpha 0.25,
+  10 classes, ``expected_keras3_*.npz``;
+- ``keras_mobilenet_v2_notop.h5`` (Keras-2 layout, no pooling) and
+  ``keras_mobilenet_v1_notop_avg.keras`` (``pooling="avg"``): ``include_top=False`` bases;
+  ``features_HxW`` are the globally averaged features;
+- ``keras_transfer_<arch>{.h5,_keras3.h5,.keras}`` [``keras_transfer_<arch>``]: the keras.io
+  transfer-learning recipe (a nested base, GlobalAveragePooling2D, Dropout(0.2),
+  Dense(5, softmax)) as Keras 2's full-model file (``save_keras2_model``), Keras 3's legacy
+  ``.h5`` and ``.keras``; ``probs_HxW`` are Keras' probabilities;
+- ``photo_*.jpg`` and ``expected_preprocess.npz`` [``preprocess``]: crops of scikit-learn's
+  sample photos at odd sizes and what torchvision's transforms, Keras' ``load_img`` +
+  ``preprocess_input`` and TF-slim's ``preprocess_for_eval`` make of them.
+
 Each V3/V4 fixture draws from its own generator (seeded from SEED and a fixed index), so any
 subset can be made alone: ``--only NAME ...`` (``--list`` shows the names). The v1/v2 group
 ``v1v2`` shares one generator in a fixed order and is always made as a whole. With the pinned

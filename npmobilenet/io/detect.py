@@ -62,8 +62,8 @@ def _zip_format(path: str) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return "pth"  # torch's own reader names what is wrong with the archive
+    except (zipfile.BadZipFile, OSError, EOFError):  # the reader names what is wrong with it
+        return "keras-archive" if path.endswith(".keras") else "pth"
     if "config.json" in names:
         return "keras-archive"
     if any(name.endswith("/data.pkl") for name in names):

@@ -398,7 +398,7 @@ def read_keras_weights(path: os.PathLike | str) -> KerasWeights:
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such weights file: {path}")
-    if is_keras_archive(path):
+    if is_keras_archive(path) or os.fspath(path).endswith(".keras"):
         return read_keras_archive(path)
     try:
         handle = h5py.File(path, "r")

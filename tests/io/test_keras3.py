@@ -154,3 +154,24 @@ def test_heads_that_would_compute_something_else_are_refused(edit, message, tmp_
     path = _rewrite_config(FIXTURES / "keras_transfer_mobilenet_v1.keras", tmp_path / "edited.keras", edit)
     with pytest.raises(ValueError, match=message):
         convert(path)
+
+
+def test_archives_that_are_broken_or_too_big_are_refused_naming_the_file(tmp_path):
+    source = FIXTURES / "keras_mobilenet_v1.keras"
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(source.read_bytes()[:500_000])
+    with pytest.raises(ValueError, match=r"cut\.keras: corrupt or truncated \.keras archive"):
+        convert(cut)
+    with pytest.raises(ValueError, match=r"cut\.keras: corrupt or truncated \.keras archive"):
+        convert(cut, source="keras")
+    bomb = tmp_path / "bomb.keras"  # config.json padded with 20 MB of spaces, deflated
+    with zipfile.ZipFile(source) as z, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("config.json", z.read("config.json") + b" " * (20 << 20))
+        out.writestr("model.weights.h5", z.read("model.weights.h5"))
+    with pytest.raises(ValueError, match=r"bomb\.keras: member 'config\.json' declares .* more than LIMITS\['zip_ratio'\]"):
+        convert(bomb)
+    weightless = tmp_path / "weightless.keras"
+    with zipfile.ZipFile(source) as z, zipfile.ZipFile(weightless, "w") as out:
+        out.writestr("config.json", z.read("config.json"))
+    with pytest.raises(ValueError, match=r"weightless\.keras: no 'model\.weights\.h5' in the archive"):
+        convert(weightless)

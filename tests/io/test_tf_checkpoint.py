@@ -6,6 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from npmobilenet.io.convert import convert
 from npmobilenet.io.crc32c import crc32c, mask
@@ -206,3 +208,29 @@ def test_the_command_line_reports_a_refusal_in_one_line(tmp_path):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("npmobilenet: error: ") and "bad magic number" in lines[0]
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=6),
+       restamp=st.booleans())
+def test_any_corrupted_index_is_read_or_refused_with_a_value_error(tmp_path_factory, edits, restamp):
+    """Bytes of the index's data block changed anywhere, its checksum re-stamped (so the
+    entries' parser, not the checksum, meets the garbage) or not: the checkpoint opens and its
+    tensors read, or a ValueError names the file; nothing else escapes, nothing hangs."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    for name in (f"{PREFIX}.index", f"{PREFIX}.data-00000-of-00001"):
+        shutil.copy(FIXTURES / "tf_slim_mobilenet_v1" / name, folder / name)
+    index = folder / f"{PREFIX}.index"
+    raw = bytearray(index.read_bytes())
+    offset, size = _data_block(bytes(raw))
+    for position, value in edits:
+        raw[offset + position % size] = value
+    if restamp:
+        raw[offset + size + 1:offset + size + 5] = mask(crc32c(bytes(raw[offset:offset + size + 1]))).to_bytes(4, "little")
+    index.write_bytes(bytes(raw))
+    try:
+        checkpoint = open_checkpoint(folder / PREFIX)
+        for name in list(checkpoint.entries)[:20]:
+            checkpoint.read(name)
+    except ValueError as error:
+        assert str(folder) in str(error)
