@@ -91,7 +91,7 @@ def preprocess_image(image, p: dict, dtype=np.float32) -> np.ndarray:
     mean, std = np.asarray(p["mean"], dtype), np.asarray(p["std"], dtype)
     mode = p.get("mode", MODES[0])
     if mode == "central_crop":
-        x = _central_crop_resize(np.asarray(image, dtype) * dtype.type(1 / 255), p["crop"] / p["resize"], p["crop"])
+        x = _central_crop_resize(np.asarray(image), p["crop"] / p["resize"], p["crop"], dtype)
         return ((x - mean) / std).astype(dtype, copy=False)
     image = _squash(image, p["crop"]) if mode == "squash" else _resize_crop(image, p["resize"], p["crop"])
     x = np.asarray(image, dtype=dtype) / dtype.type(255)
@@ -123,18 +123,19 @@ def _squash(image, size: int):
     return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.NEAREST)
 
 
-def _central_crop_resize(x: np.ndarray, fraction: float, size: int) -> np.ndarray:
-    """``tf.image.central_crop(x, fraction)`` then ``tf.compat.v1.image.resize_bilinear(x,
-    [size, size], align_corners=False)`` (half_pixel_centers=False), in ``x``'s dtype as TF's
-    kernel computes it: source coordinate ``i * (in / out)``, interpolated between ``floor``
-    and ``min(ceil, in - 1)``, columns first."""
-    h, w = x.shape[:2]
+def _central_crop_resize(pixels: np.ndarray, fraction: float, size: int, dtype) -> np.ndarray:
+    """``tf.image.convert_image_dtype`` (``x * (1 / 255)``), ``tf.image.central_crop(x,
+    fraction)``, then ``tf.compat.v1.image.resize_bilinear(x, [size, size],
+    align_corners=False)`` (half_pixel_centers=False), in ``dtype`` as TF's kernel computes it:
+    source coordinate ``i * (in / out)``, interpolated between ``floor`` and ``min(ceil, in -
+    1)``, columns first. The crop is taken before scaling (the same values, less memory)."""
+    h, w = pixels.shape[:2]
     top, left = int((h - h * fraction) / 2), int((w - w * fraction) / 2)
-    x = x[top:h - top, left:w - left]
-    dtype = x.dtype.type
+    real = np.dtype(dtype).type
+    x = pixels[top:h - top, left:w - left].astype(real) * real(1 / 255)
 
     def weights(n_in: int):
-        position = np.arange(size, dtype=x.dtype) * (dtype(n_in) / dtype(size))
+        position = np.arange(size, dtype=real) * (real(n_in) / real(size))
         low = np.floor(position)
         upper = np.minimum(np.ceil(position).astype(np.int64), n_in - 1)
         return np.maximum(low.astype(np.int64), 0), upper, (position - low)
