@@ -34,7 +34,10 @@ def run(args) -> int:
     if size is not None and len(size) > 2:
         raise ValueError(f"--input-size: expected 1 or 2 numbers, got {len(size)}")
     input_size = None if size is None else (size[0], size[-1])
-    export_onnx(model, args.output, args.layout, input_size)
+    try:
+        export_onnx(model, args.output, args.layout, input_size)
+    except ImportError as error:  # the optional dependency: an environment problem, exit 1
+        raise RuntimeError(str(error)) from None
     h, w = input_size or model.graph.options.input_size
     dtype = "" if model.dtype == "float32" else f" (weights rounded from {model.dtype} to float32)"
     print(f"{args.model} -> {args.output}: input {args.layout.upper()} of {h}x{w}, dynamic "

@@ -32,7 +32,10 @@ def sniff_format(path: os.PathLike | str) -> str | None:
     """The format of the file (or checkpoint folder/prefix) at ``path``, a key of
     :data:`FORMATS`, or None when it is none of them."""
     path = os.fspath(path)
-    if os.path.isdir(path) or (not os.path.exists(path) and os.path.isfile(path + ".index")):
+    if os.path.isdir(path):
+        entries = os.listdir(path)
+        return "tf-checkpoint" if "checkpoint" in entries or any(e.endswith(".index") for e in entries) else None
+    if not os.path.exists(path) and os.path.isfile(path + ".index"):
         return "tf-checkpoint"
     if re.search(r"\.data-\d{5}-of-\d{5}$", path) and os.path.isfile(re.sub(r"\.data-\d{5}-of-\d{5}$", ".index", path)):
         return "tf-checkpoint"

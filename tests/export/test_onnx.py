@@ -116,3 +116,14 @@ def test_the_export_command(tmp_path):
     logits, = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
     expected = model(x).data
     assert np.abs(logits - expected).max() / np.abs(expected).max() < 1e-4
+
+
+def test_without_onnx_the_command_says_what_to_install(tmp_path):
+    save(_model("mobilenet_v1"), tmp_path / "m.safetensors")
+    script = ("import sys; sys.modules['onnx'] = None; from npmobilenet.cli import main; "
+              f"sys.exit(main(['export', {str(tmp_path / 'm.safetensors')!r}, {str(tmp_path / 'm.onnx')!r}]))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("npmobilenet: error: ONNX export needs the onnx package: "
+                                     "pip install 'npmobilenet[onnx]'")
+    assert not (tmp_path / "m.onnx").exists()
