@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from npmobilenet import build_model, save
+from npmobilenet import build_model
 from npmobilenet.cli import build_parser, main
 from npmobilenet.cli.arguments import HelpFormatter
 from npmobilenet.data import EvalTransform, ImageFolder, Loader, digits
