@@ -27,7 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = ["Model", "Tensor", "available_specs", "build_graph", "build_model", "convert_file",
            "functional", "load", "load_spec", "no_grad", "save", "trace", "use_reference_kernels",
-           "__version__"]
+           "__version__",
+           # the public submodules
+           "activations", "architecture", "autograd", "benchmark", "data", "geometry", "inference",
+           "io", "kinds", "optim", "profiler", "runs", "train", "validate"]
 
 _LAZY = ("testing",)
 
