@@ -258,7 +258,7 @@ def _model(args, chosen: dict, names: list[str], normalise: dict, ratio: float |
     model.class_names = names
     if args.freeze_backbone:
         model.freeze(trainable=("Logits",))
-    return model
+    return model.train()  # converted files load in eval mode
 
 
 def _train(args, config: TrainConfig, chosen: dict, datasets, folder: RunFolder) -> int:
