@@ -241,7 +241,11 @@ def _match(model_source: _Source, arch: str, options: dict, shapes, depth_multip
     returns ``(spec, graph, plan, absent gammas)``; raises ValueError with the first
     candidate's problems when none fits."""
     specs = model_source.variants(load_spec(arch))
-    num_classes = int(shapes[model_source.classifier_bias][0]) if model_source.classifier_bias in shapes else 0
+    bias = tuple(shapes.get(model_source.classifier_bias, (0,)))
+    if len(bias) != 1:
+        raise ValueError(f"does not match {arch}: the classifier's bias "
+                         f"{model_source.classifier_bias!r} has shape {bias}, expected (classes,)")
+    num_classes = int(bias[0])
     first = None
     for variant in specs:
         for head in _heads(variant, num_classes):
