@@ -20,6 +20,7 @@ from .autograd import Tensor, is_grad_enabled, no_grad
 from .inference import InferencePlan
 from .init import init_parameters
 from .kinds import KINDS
+from .validate import check_state_values
 
 
 class LoadResult(NamedTuple):
@@ -229,7 +230,6 @@ class Model:
         (1e300 is infinite in float32) or a negative moving variance. Nothing is changed when
         it raises. Returns the missing and unexpected keys.
         """
-        from .validate import check_state_values
         targets = {name: p.data for name, p in self._params.items()}
         targets.update(self._buffers)
         missing = [name for name in targets if name not in state]

@@ -115,6 +115,21 @@ def _calibration_batch(rng: np.random.Generator) -> np.ndarray:
     return _waves(rng, 8, 96, 96)
 
 
+def _calibrate_torch(torch, model, norms, rng: np.random.Generator, momentum: float) -> None:
+    """One training-mode pass over a calibration batch stores its statistics (the norms'
+    momentum must be 1), then each norm's statistics are perturbed (see :func:`_perturb`), its
+    momentum set to ``momentum``, and the model put in eval mode. Call under ``torch.no_grad``."""
+    model.train()
+    model(torch.from_numpy(_calibration_batch(rng)).permute(0, 3, 1, 2))
+    for module in norms:
+        mean, var = _perturb(rng, module.running_mean.numpy(), module.running_var.numpy())
+        module.running_mean.copy_(torch.from_numpy(mean))
+        module.running_var.copy_(torch.from_numpy(var))
+        module.momentum = momentum
+        module.num_batches_tracked.fill_(1000)
+    model.eval()
+
+
 def make_torchvision(out: Path, rng: np.random.Generator) -> None:
     import torch
     import torchvision
@@ -129,15 +144,7 @@ def make_torchvision(out: Path, rng: np.random.Generator) -> None:
             module.bias.copy_(torch.from_numpy(beta))
             module.momentum = 1.0  # the calibration pass stores the batch statistics
         model.classifier[1].bias.copy_(torch.from_numpy(rng.normal(0, 0.1, NUM_CLASSES)))
-        model.train()
-        model(torch.from_numpy(_calibration_batch(rng)).permute(0, 3, 1, 2))
-        for module in norms:
-            mean, var = _perturb(rng, module.running_mean.numpy(), module.running_var.numpy())
-            module.running_mean.copy_(torch.from_numpy(mean))
-            module.running_var.copy_(torch.from_numpy(var))
-            module.momentum = 0.1
-            module.num_batches_tracked.fill_(1000)
-    model.eval()
+        _calibrate_torch(torch, model, norms, rng, momentum=0.1)
     torch.save(model.state_dict(), out / "torchvision_mobilenet_v2.pth")
     reference = model.double()
     arrays = {}
@@ -239,15 +246,7 @@ def _torch_randomise(torch, model, rng: np.random.Generator, momentum: float) ->
                     rng.normal(0, fan_in ** -0.5, tuple(module.weight.shape)).astype(np.float32)))
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module.bias is not None:
                 module.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, module.bias.shape[0]).astype(np.float32)))
-        model.train()
-        model(torch.from_numpy(_calibration_batch(rng)).permute(0, 3, 1, 2))
-        for module in norms:
-            mean, var = _perturb(rng, module.running_mean.numpy(), module.running_var.numpy())
-            module.running_mean.copy_(torch.from_numpy(mean))
-            module.running_var.copy_(torch.from_numpy(var))
-            module.momentum = momentum
-            module.num_batches_tracked.fill_(1000)
-    model.eval()
+        _calibrate_torch(torch, model, norms, rng, momentum)
 
 
 def _torch_expected(torch, model, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -64,7 +64,8 @@ def run(args) -> int:
                          f"train a head on it first: npmobilenet train --weights {args.weights} --data DIR")
     num_classes = model.graph.options.num_classes
     names = model_class_names(model, args.weights, args.labels, required=True)
-    data = _dataset(args, model, class_index(names, args.labels or "class names"))
+    source = "class names" if args.labels is None else args.labels  # the names' origin, for errors
+    data = _dataset(args, model, class_index(names, source))
     loader = Loader(data, EvalTransform(model.preprocess), args.batch_size, workers=args.workers)
     metrics = evaluate(model, loader, num_classes)
     metrics["skipped_images"] = loader.skipped
