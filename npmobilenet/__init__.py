@@ -4,12 +4,10 @@ Specs (JSON data) expand into named graphs; a small autograd engine runs and tra
 """
 
 import importlib
-import os
 
-# OpenBLAS workers busy-wait ~0.1 s after each GEMM, fighting Numba's threads for the cores;
-# this makes them sleep at once. OpenBLAS reads it when numpy loads, so it must come first
-# (it has no effect if numpy was imported before npmobilenet). A user's own setting wins.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+from .runtime import configure_openblas
+
+configure_openblas()  # before anything imports numpy: OpenBLAS reads its settings when it loads
 
 from . import functional
 from .autograd import Tensor, no_grad

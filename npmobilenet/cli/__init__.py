@@ -17,6 +17,7 @@ import os
 import pkgutil
 import sys
 
+from ..runtime import reuse_freed_memory
 from .arguments import SubcommandParser
 from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, describe, report
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)  # usage errors: argparse exits 2
+    reuse_freed_memory()  # a command is the whole process: no page faults for each new batch
     debug = args.debug or os.environ.get("NPMOBILENET_DEBUG", "") not in ("", "0")
     try:
         trace_file = getattr(args, "trace", None)  # --trace FILE (train, predict)
