@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from npmobilenet import build_model
-from npmobilenet.benchmark import run_workloads, torch_model
+from npmobilenet import benchmark
+from npmobilenet.benchmark import time_workloads, torch_model
 from npmobilenet.profiler import format_profile, profile_model, profile_plan
 
 
@@ -38,7 +39,37 @@ def test_benchmark_torch_twin_has_the_same_parameter_count(arch, params):
     assert trainable == sum(node.params for node in graph.nodes) == params
 
 
-def test_benchmark_runs_a_workload_for_both_frameworks():
-    (row,) = run_workloads(repeats=1, workloads=[("mobilenet_v1", "inference", 1)])
-    assert row["npmobilenet"] > 0 and row["torch"] > 0
-    assert np.isclose(row["gflop"], 2 * 568_740_352 / 1e9)
+def test_benchmark_times_a_workload_in_every_framework_process():
+    (row,) = time_workloads([("mobilenet_v1", "inference", 2, 96)], repeats=1)
+    assert set(benchmark.installed_frameworks()) == {"npmobilenet", "torch", "onnxruntime"}
+    assert row["npmobilenet"] > 0 and row["torch"] > 0 and row["onnxruntime"] > 0
+    macs = sum(node.macs for node in build_model("mobilenet_v1", input_size=96).graph.nodes)
+    assert np.isclose(row["gflop"], 2 * 2 * macs / 1e9)
+
+
+def test_benchmark_training_rows_have_no_onnxruntime_time_and_a_flop_floor():
+    rows = time_workloads([("mobilenet_v2", "train step", 2, 64)], repeats=1,
+                          frameworks=["npmobilenet", "onnxruntime"])
+    assert rows[0]["onnxruntime"] is None and rows[0]["npmobilenet"] > 0
+    lines = benchmark.format_table(rows, ["npmobilenet", "onnxruntime"], floor_gflops=100.0)
+    assert "x floor" in lines[0]
+    expected = rows[0]["npmobilenet"] / (rows[0]["gflop"] / 100.0)
+    assert lines[1].split()[-1] == f"{expected:.2f}"
+
+
+def test_a_failing_benchmark_worker_is_reported_with_its_framework():
+    with benchmark.workers(["npmobilenet"]) as pool:
+        with pytest.raises(RuntimeError, match="npmobilenet benchmark worker: ValueError: .*no_such_spec"):
+            pool["npmobilenet"].setup(("no_such_spec", "inference", 1, 96))
+
+
+def test_one_image_in_a_new_process_against_onnxruntime():
+    seconds = benchmark.fresh_process_predict(repeats=1)
+    assert set(seconds) == {"npmobilenet", "onnxruntime"} and all(s > 0 for s in seconds.values())
+
+
+def test_scaling_lines_give_each_frameworks_images_per_second_and_our_cost_per_pixel():
+    rows = [{"batch": 8, "size": 100, "npmobilenet": 0.5, "torch": 0.25}]
+    header, line = benchmark.format_scaling(rows, ["npmobilenet", "torch"])
+    assert "ns per image-pixel" in header
+    assert line.split()[-3:] == ["16.0", "32.0", f"{1e9 * 0.5 / (8 * 100 ** 2):.2f}"]
