@@ -4,18 +4,28 @@ Labels come from the model's class names: ``--labels FILE`` (one name a line, in
 given, else the names the model file stores, else a checked ``class_indices.json`` beside the
 weights (as training runs record them). A model without names is refused rather than scored against the
 folder's sorted names, and a class folder the model does not know is refused, naming it.
+
+The samples are scored ``--shard-size`` at a time, in this process or on Dask (``--workers``,
+``--scheduler``), and the shards' counts and confusion matrices summed (:func:`merge`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import warnings
+from dataclasses import dataclass
+from functools import partial
 
-from ..data import (MAX_WORKERS, EvalTransform, ImageFolder, Loader, cifar10, class_index, digits,
-                    stratified_split)
+import numpy as np
+
+from ..batch import cached_model, split
+from ..data import EvalTransform, ImageFolder, Loader, cifar10, class_index, digits, stratified_split
 from ..io import load
 from ..io.labels import model_class_names
 from ..train import evaluate
-from .arguments import MAX_BATCH, integer, number
+from .arguments import integer, number
+from .predict import add_batch_arguments, engine, progress, shard_size
 from .train import BUILTIN_DIGITS, CIFAR10, data_kind
 
 
@@ -34,10 +44,7 @@ def add_parser(subparsers) -> None:
                    metavar="FRACTION",
                    help="evaluate only the images `train --val-split FRACTION --seed SEED` held out")
     p.add_argument("--seed", type=integer(0), default=0, help="the training run's seed (with --val-split)")
-    p.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=32, metavar="N",
-                   help=f"images per batch, in [1, {MAX_BATCH}]")
-    p.add_argument("--workers", type=integer(1, MAX_WORKERS), default=2, metavar="N",
-                   help=f"image decoding threads, in [1, {MAX_WORKERS}]")
+    add_batch_arguments(p, out=None)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (top5 null for 5 "
                                                        "classes or fewer)")
     p.set_defaults(func=run)
@@ -55,6 +62,51 @@ def _dataset(args, model, indices: dict[str, int]):
     return data
 
 
+@dataclass(frozen=True)
+class Options:
+    """What a worker needs to score a shard."""
+    weights: str
+    num_classes: int
+    batch_size: int
+    decode_threads: int
+
+
+def evaluate_shard(options: Options, data, indices) -> tuple[dict | None, int, list[str]]:
+    """The metrics of ``data``'s samples ``indices`` (None when none could be read), the count of
+    unreadable ones and their warnings: the same function in this process and on a worker."""
+    model, lock = cached_model(options.weights)
+    loader = Loader(data.subset(indices), EvalTransform(model.preprocess), options.batch_size,
+                    workers=options.decode_threads)
+    with warnings.catch_warnings(record=True) as caught, lock:
+        warnings.simplefilter("always")
+        try:
+            metrics = evaluate(model, loader, options.num_classes)
+        except ValueError:
+            if loader.skipped < len(indices):
+                raise
+            metrics = None  # every image of the shard was unreadable
+    return metrics, loader.skipped, [str(warning.message) for warning in caught]
+
+
+def merge(parts: list[dict | None], num_classes: int) -> dict:
+    """The metrics of all shards from each shard's (as :func:`npmobilenet.train.evaluate` gives
+    them): counts and the confusion matrix add up, the loss is weighted by images."""
+    parts = [part for part in parts if part is not None]
+    if not parts:
+        raise ValueError("evaluate: the data gave no readable images")
+    count = sum(part["images"] for part in parts)
+    confusion = np.sum([part["confusion"] for part in parts], axis=0, dtype=np.int64)
+    totals = confusion.sum(axis=1)
+    top5 = None
+    if num_classes > 5:
+        top5 = sum(round(part["top5"] * part["images"]) for part in parts) / count
+    return {"loss": sum(part["loss"] * part["images"] for part in parts) / count,
+            "top1": float(np.trace(confusion) / count), "top5": top5,
+            "per_class": [float(hits / total) if total else None
+                          for hits, total in zip(np.diag(confusion), totals)],
+            "confusion": confusion.tolist(), "images": count}
+
+
 def run(args) -> int:
     model = load(args.weights)
     if model.preprocess is None:
@@ -66,15 +118,26 @@ def run(args) -> int:
     names = model_class_names(model, args.weights, args.labels, required=True)
     source = "class names" if args.labels is None else args.labels  # the names' origin, for errors
     data = _dataset(args, model, class_index(names, source))
-    loader = Loader(data, EvalTransform(model.preprocess), args.batch_size, workers=args.workers)
-    metrics = evaluate(model, loader, num_classes)
-    metrics["skipped_images"] = loader.skipped
+    options = Options(args.weights, num_classes, args.batch_size, args.decode_threads)
+    shards = split(range(len(data)), shard_size(args))
+    parts, skipped = [None] * len(shards), 0
+    with engine(args) as runner, progress(args, len(data)) as bar:
+        shared = runner.share(data)
+        items = [(k, (shared, shard)) for k, shard in enumerate(shards)]
+        for k, (part, unreadable, messages) in runner.map(partial(evaluate_shard, options), items):
+            parts[k], skipped = part, skipped + unreadable
+            for message in messages:  # one notice a line, from whichever process met it
+                print(f"npmobilenet: {message}", file=sys.stderr, flush=True)
+            if bar is not None:
+                bar.update(len(shards[k]))
+    metrics = merge(parts, num_classes)
+    metrics["skipped_images"] = skipped
     if args.json:
         print(json.dumps(metrics), flush=True)
         return 0
     top5 = "n/a (5 classes or fewer)" if metrics["top5"] is None else f"{metrics['top5']:.4f}"
     print(f"{metrics['images']} images: top-1 {metrics['top1']:.4f}, top-5 {top5}, "
-          f"loss {metrics['loss']:.4f}" + (f", {loader.skipped} unreadable skipped" if loader.skipped else ""))
+          f"loss {metrics['loss']:.4f}" + (f", {skipped} unreadable skipped" if skipped else ""))
     print("per-class accuracy:")
     for index, name in enumerate(names):
         accuracy = metrics["per_class"][index]
