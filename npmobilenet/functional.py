@@ -141,19 +141,27 @@ def global_avg_pool(x) -> Tensor:
     return apply("global_avg_pool", x)
 
 
-def dropout(x, rate, training=True, rng: np.random.Generator | None = None) -> Tensor:
+def dropout(x, rate, training=True, rng: np.random.Generator | None = None, keys=None) -> Tensor:
     """Zero each element with probability ``rate`` and scale the rest by 1/(1 - rate).
 
-    Identity at inference or when ``rate`` is 0. ``rng`` makes the mask reproducible.
+    Identity at inference or when ``rate`` is 0. ``rng`` makes the mask reproducible; ``keys``
+    (one seed per row of ``x``, e.g. ``(seed, epoch, sample index, ...)``) instead draws row
+    ``i``'s mask from ``np.random.default_rng(keys[i])`` alone, so a row's mask does not depend
+    on which batch, or which process, it is in.
     """
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout: rate must be in [0, 1), got {rate}")
     x = x if isinstance(x, Tensor) else Tensor(x)
     if not training or rate == 0.0:
         return x
-    rng = np.random.default_rng() if rng is None else rng
-    keep = rng.random(x.shape) >= rate
-    mask = keep.astype(x.dtype) * np.asarray(1 / (1 - rate), dtype=x.dtype)
+    if keys is None:
+        rng = np.random.default_rng() if rng is None else rng
+        draws = rng.random(x.shape)
+    elif len(keys) != x.shape[0]:
+        raise ValueError(f"dropout: expected one key per row of x {x.shape}, got {len(keys)}")
+    else:
+        draws = np.array([np.random.default_rng(key).random(x.shape[1:]) for key in keys]).reshape(x.shape)
+    mask = (draws >= rate).astype(x.dtype) * np.asarray(1 / (1 - rate), dtype=x.dtype)
     return apply("dropout", x, mask=mask)
 
 

@@ -9,6 +9,7 @@ place in training mode and saved in the state dict, but not returned by ``parame
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +22,11 @@ from .inference import InferencePlan
 from .init import init_parameters
 from .kinds import KINDS
 from .validate import check_state_values
+
+
+# Tags dropout's keys apart from the augmentation's (seed, epoch, index): a SeedSequence
+# ignores trailing zeros, so the keys must differ in a non-zero word.
+DROPOUT_STREAM = 0x64726F70  # "drop"
 
 
 class LoadResult(NamedTuple):
@@ -38,7 +44,7 @@ class Model:
         Initial values (copied) with the shapes the graph declares, all of ``dtype``.
     dtype : float32 (default) or float64
     seed : int or None
-        Seeds the dropout masks.
+        Seeds the dropout masks drawn outside :meth:`keyed_dropout`.
 
     A new model is in training mode (batch statistics, dropout), like torch's modules.
     """
@@ -57,6 +63,7 @@ class Model:
         self.load_state_dict({**params, **buffers})
         self.training = True
         self.dropout_rng = np.random.default_rng(seed)
+        self._dropout_key: tuple[int, int, np.ndarray] | None = None  # see keyed_dropout
         self.end_points: dict[str, Tensor] = {}
         self.frozen: set[str] = set()  # nodes whose parameters and moving statistics are fixed
         self.spec: dict | None = None  # the spec the graph was expanded from (kept by model files)
@@ -153,6 +160,26 @@ class Model:
         height, width = shape[1] / self.graph.input_shape[0], shape[2] / self.graph.input_shape[1]
         per_image = self._activations_per_image * height * width
         return int(per_image * shape[0] * self.dtype.itemsize * (3 if self.training else 1))
+
+    @contextmanager
+    def keyed_dropout(self, seed: int, epoch: int, indices):
+        """Within the block, the dropout mask of batch row ``i`` is drawn from ``(seed, epoch,
+        indices[i], node)`` alone (``indices``: the rows' sample indices in the data set), not
+        from ``dropout_rng``: a trainer's masks then need no saved generator state to resume,
+        and a row gets the same mask in any batch on any process (data-parallel training)."""
+        self._dropout_key = (seed, epoch, np.asarray(indices, np.int64))
+        try:
+            yield self
+        finally:
+            self._dropout_key = None
+
+    def dropout_keys(self, node) -> list[list[int]] | None:
+        """The per-row keys of ``node``'s dropout mask under :meth:`keyed_dropout`, else None."""
+        if self._dropout_key is None:
+            return None
+        seed, epoch, indices = self._dropout_key
+        ordinal = next(i for i, n in enumerate(self.graph.nodes) if n.name == node.name)
+        return [[seed, epoch, int(index), DROPOUT_STREAM, ordinal] for index in indices]
 
     def train(self, mode: bool = True) -> "Model":
         """Training mode: batch statistics (moving statistics updated), dropout active."""

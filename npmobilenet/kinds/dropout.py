@@ -12,7 +12,8 @@ def _layout(attrs: dict, input_shapes: list[tuple]) -> Layout:
 
 
 def _forward(model, node, x):
-    return F.dropout(x, node.attrs["rate"], training=model.training, rng=model.dropout_rng)
+    return F.dropout(x, node.attrs["rate"], training=model.training, rng=model.dropout_rng,
+                     keys=model.dropout_keys(node))
 
 
 class DropoutStep:
