@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import validate
+from .distributed import share
 from .io.cifar import read_cifar10
 from .io.preprocess import open_image, preprocess_image
 
@@ -268,7 +269,13 @@ class TrainTransform:
 class Epochs:
     """Iterating is the next epoch, as with torch's loaders: passes give epochs 0, 1, 2, ...;
     ``set_epoch(e)`` makes the next pass epoch ``e`` (what a resumed run calls), as torch's
-    ``DistributedSampler.set_epoch``. Subclasses define ``epoch(e)``."""
+    ``DistributedSampler.set_epoch``.
+
+    Subclasses define ``chunks(e)``, the sample indices of each batch of epoch ``e``, and
+    ``_loaded(parts, e)``, each part's samples in turn as (x, y, readable indices), or None
+    when none is readable. ``batches`` then gives one process's share of every batch
+    (data-parallel training); ``epoch`` the whole batches.
+    """
 
     next_epoch = 0
 
@@ -279,6 +286,25 @@ class Epochs:
         epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
         return self.epoch(epoch)
 
+    def epoch(self, epoch: int = 0):
+        """The batches (x, y) of epoch ``epoch``, whatever pass this is; a batch with no
+        readable sample is left out."""
+        for _, x, y in self.batches(epoch):
+            if x is not None:
+                yield x, y
+
+    def batches(self, epoch: int = 0, rank: int = 0, size: int = 1):
+        """Process ``rank`` of ``size``'s share of each batch of epoch ``epoch`` (see
+        :func:`npmobilenet.distributed.share`): (sample indices, x, y) of its readable
+        samples, x None when there is none (so that every process sees every step)."""
+        parts = [chunk[share(len(chunk), rank, size)] for chunk in self.chunks(epoch)]
+        for indices, loaded in zip(parts, self._loaded(parts, epoch)):
+            if loaded is None:
+                yield indices[:0], None, np.zeros(0, np.int64)
+            else:
+                x, y, readable = loaded
+                yield readable, x, y
+
 
 class Loader(Epochs):
     """Batches of (x float32 (B, H, W, 3), y int64 (B,)) from a dataset and a transform.
@@ -287,7 +313,8 @@ class Loader(Epochs):
     iterates epoch ``e``: shuffled by ``(seed, e)`` when ``shuffle``, each sample
     transformed with a Generator seeded by ``(seed, e, index)``. A final batch of one sample
     joins the batch before it (batch norm cannot train on a single value per channel).
-    ``workers`` (at least 1) threads decode images. ``skipped`` counts unreadable images met so far.
+    ``workers`` (at least 1) threads decode images, one batch ahead. ``skipped`` counts
+    unreadable images met so far.
     """
 
     def __init__(self, dataset, transform, batch_size: int, shuffle: bool = False, seed: int = 0,
@@ -310,6 +337,15 @@ class Loader(Epochs):
         count = len(self.dataset)
         return np.random.default_rng([self.seed, epoch]).permutation(count) if self.shuffle else np.arange(count)
 
+    def chunks(self, epoch: int) -> list[np.ndarray]:
+        """The sample indices of each batch of epoch ``epoch``."""
+        order = self.order(epoch)
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        chunks = [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
+        if len(chunks) > 1 and len(chunks[-1]) == 1:
+            chunks[-2:] = [np.concatenate(chunks[-2:])]
+        return chunks
+
     def _sample(self, index: int, epoch: int):
         try:
             image, label = self.dataset.load(index)
@@ -319,7 +355,7 @@ class Loader(Epochs):
 
     def _batch(self, pool, indices, epoch):
         results = list(pool.map(lambda i: self._sample(int(i), epoch), indices))
-        good = [r for r in results if not isinstance(r, Exception)]
+        good = [(int(index), r) for index, r in zip(indices, results) if not isinstance(r, Exception)]
         for index, r in zip(indices, results):
             if isinstance(r, Exception):
                 self.skipped += 1
@@ -328,20 +364,14 @@ class Loader(Epochs):
                     warnings.warn(f"skipping unreadable image: {r}", stacklevel=3)
         if not good:
             return None
-        return np.stack([x for x, _ in good]).astype(np.float32, copy=False), np.array([y for _, y in good], np.int64)
+        return (np.stack([x for _, (x, _) in good]).astype(np.float32, copy=False),
+                np.array([y for _, (_, y) in good], np.int64), np.array([i for i, _ in good], np.int64))
 
-    def epoch(self, epoch: int = 0):
-        """The batches of epoch ``epoch``, whatever pass this is."""
-        order = self.order(epoch)
-        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        chunks = [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
-        if len(chunks) > 1 and len(chunks[-1]) == 1:
-            chunks[-2:] = [np.concatenate(chunks[-2:])]
+    def _loaded(self, parts, epoch):
+        """Decode in ``workers`` threads, the next part while the current one is used."""
         with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(1) as ahead:
-            pending = ahead.submit(self._batch, pool, chunks[0], epoch) if chunks else None
-            for k in range(len(chunks)):
-                batch = pending.result()
-                pending = ahead.submit(self._batch, pool, chunks[k + 1], epoch) if k + 1 < len(chunks) else None
-                if batch is not None:
-                    yield batch
-
+            pending = ahead.submit(self._batch, pool, parts[0], epoch) if parts else None
+            for k in range(len(parts)):
+                loaded = pending.result()
+                pending = ahead.submit(self._batch, pool, parts[k + 1], epoch) if k + 1 < len(parts) else None
+                yield loaded

@@ -150,9 +150,15 @@ def _grad_input(g, x, out, mean, inv_std, scale, sum_g, sum_g_xhat, count, clip_
     return gx
 
 
-def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input):
-    """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype."""
-    if switch.REFERENCE:
+def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input, reduction=None):
+    """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype.
+
+    ``reduction`` (synchronised batch norm): ``(sum, count)``, where ``sum(a, b)`` adds the
+    per-channel sums over the processes and ``count`` is the global batch's rows; the input
+    gradient then uses the global sums, gamma's and beta's stay this process's (the reference
+    kernels have no such mode: it uses the fast ones).
+    """
+    if switch.REFERENCE and reduction is None:
         return reference.batch_norm_backward_reference(g2d, x2d, out2d, mean, inv_std, gamma,
                                                        clip_max, batch_stats, needs_input)
     rows = g2d.shape[0]
@@ -160,7 +166,11 @@ def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs
     dtype = g2d.dtype
     gx = None
     if needs_input:
-        gx = _grad_input(g2d, x2d, out2d, mean, inv_std, gamma * inv_std, sum_g.astype(dtype),
-                         sum_g_xhat.astype(dtype), dtype.type(rows), clip_max, batch_stats,
+        total_g, total_g_xhat, count = sum_g, sum_g_xhat, rows
+        if reduction is not None:
+            reduce, count = reduction
+            total_g, total_g_xhat = reduce(sum_g, sum_g_xhat)
+        gx = _grad_input(g2d, x2d, out2d, mean, inv_std, gamma * inv_std, total_g.astype(dtype),
+                         total_g_xhat.astype(dtype), dtype.type(count), clip_max, batch_stats,
                          np.empty_like(g2d))
     return gx, sum_g_xhat.astype(dtype), sum_g.astype(dtype)

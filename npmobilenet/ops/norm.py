@@ -5,9 +5,20 @@ in place with torch's momentum convention: ``running = (1 - momentum) * running 
 batch`` (TF's ``decay`` is ``1 - momentum``), the variance unbiased. Inference uses the running
 statistics. ``activation`` ("relu", "relu6" or None) is applied in the same pass, and its mask
 comes from the stored output, so the fused op keeps no extra tensor.
+
+Inside :func:`synchronised` (data-parallel training with synchronised batch norm), the batch
+statistics are those of the global batch spread over processes: a reducer (see
+:class:`npmobilenet.distributed.SyncBatchNorm`) combines each process's count, mean and
+variance in the forward pass and sums the per-channel gradient sums in the backward one, so
+outputs, input gradients and moving statistics equal one process's on the whole batch. The
+gamma and beta gradients stay this process's part (the gradient averaging sums them).
+Outside, the reducer is None and nothing changes.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -15,9 +26,20 @@ from ..kernels import batchnorm as kernels
 from .registry import register
 
 CLIP_MAX = {None: kernels.NO_ACTIVATION, "relu": np.inf, "relu6": 6.0}
+_REDUCER: ContextVar = ContextVar("batch_norm_reducer", default=None)
 
 
-def _check(x, gamma, beta, running_mean, running_var, training, activation):
+@contextmanager
+def synchronised(reducer):
+    """Batch norm in training mode uses ``reducer``'s global statistics within the block."""
+    token = _REDUCER.set(reducer)
+    try:
+        yield
+    finally:
+        _REDUCER.reset(token)
+
+
+def _check(x, gamma, beta, running_mean, running_var, training, activation, reducer):
     if activation not in CLIP_MAX:
         raise ValueError(f"batch_norm: activation must be one of {list(CLIP_MAX)}, got {activation!r}")
     channels = x.shape[-1] if x.ndim else 0
@@ -32,27 +54,36 @@ def _check(x, gamma, beta, running_mean, running_var, training, activation):
                              f"got {array.shape}")
         if array.dtype != x.dtype:
             raise ValueError(f"batch_norm: {name} dtype {array.dtype} differs from x dtype {x.dtype}")
-    if training and x.size // max(channels, 1) < 2:
+    if training and reducer is None and x.size // max(channels, 1) < 2:
         raise ValueError(f"batch_norm: training needs more than one value per channel, x {x.shape}")
 
 
 def batch_norm_vjp(g, saved, needs):
-    x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats = saved
+    x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, reduction = saved
     gx, g_gamma, g_beta = kernels.backward(np.ascontiguousarray(g).reshape(out2d.shape), x2d, out2d,
-                                           mean, inv_std, gamma, clip_max, batch_stats, needs[0])
+                                           mean, inv_std, gamma, clip_max, batch_stats, needs[0],
+                                           reduction)
     return (None if gx is None else gx.reshape(g.shape)), g_gamma, g_beta
 
 
 @register("batch_norm", ("x", "gamma", "beta"), batch_norm_vjp)
 def batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
                        momentum=0.1, eps=1e-3, activation=None):
-    _check(x, gamma, beta, running_mean, running_var, training, activation)
+    reducer = _REDUCER.get() if training else None
+    _check(x, gamma, beta, running_mean, running_var, training, activation, reducer)
     dtype = x.dtype
     x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    reduction = None
     if training:
         mean64, var64 = kernels.batch_statistics(x2d)
+        count = x2d.shape[0]
+        if reducer is not None:
+            count, mean64, var64 = reducer.moments(count, mean64, var64)
+            if count < 2:
+                raise ValueError(f"batch_norm: training needs more than one value per channel, "
+                                 f"{count} in the global batch")
+            reduction = (reducer.sum, count)
         if running_mean is not None:
-            count = x2d.shape[0]
             running_mean[...] = (1 - momentum) * running_mean + momentum * mean64
             running_var[...] = (1 - momentum) * running_var + momentum * var64 * (count / (count - 1))
         mean, inv_std = mean64.astype(dtype), (1 / np.sqrt(var64 + eps)).astype(dtype)
@@ -61,4 +92,4 @@ def batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, trai
     scale = gamma * inv_std
     clip_max = CLIP_MAX[activation]
     out2d = kernels.normalize_activate(x2d, scale, beta - mean * scale, clip_max, np.empty_like(x2d))
-    return out2d.reshape(x.shape), (x2d, out2d, mean, inv_std, gamma, clip_max, training)
+    return out2d.reshape(x.shape), (x2d, out2d, mean, inv_std, gamma, clip_max, training, reduction)
