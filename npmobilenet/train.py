@@ -1,10 +1,19 @@
 """The trainer: epochs, validation, metrics, atomic checkpoints, exact resume, transfer learning.
 
 A checkpoint is one model file (see :mod:`npmobilenet.io.model_file`) that also carries the
-training state: optimizer buffers and step, epoch, best accuracy, the dropout generator, the
-run's settings. So ``last.safetensors`` resumes training and ``best.safetensors`` is ready for
-``predict``. The data order of epoch ``e`` depends only on ``(seed, e)`` (see
-:class:`npmobilenet.data.Loader`), so a resumed run sees the batches an uninterrupted one would.
+training state: optimizer buffers and step, epoch, best accuracy, the run's settings. So
+``last.safetensors`` resumes training and ``best.safetensors`` is ready for ``predict``. The
+data order of epoch ``e`` depends only on ``(seed, e)``, a sample's augmentation and dropout
+masks only on ``(seed, e, sample index)`` (see :class:`npmobilenet.data.Loader` and
+:meth:`npmobilenet.model.Model.keyed_dropout`), so a resumed run sees the batches an
+uninterrupted one would, with no generator state saved.
+
+Data-parallel training (``Trainer(distributed=True)`` under ``mpiexec -n N``; see
+:mod:`npmobilenet.distributed`): each process takes its share of every batch, the gradients
+are summed over the processes, so every process takes the step one process would take on the
+whole batch; with ``sync_bn`` batch norm uses the whole batch's statistics too, and the run
+equals one process's to rounding. Process 0 alone holds the folder's lock and writes;
+nothing saved depends on the number of processes, so a run resumes with any.
 The output folder is a :class:`npmobilenet.runs.RunFolder`: one writer at a time, never
 clobbered by accident, resumed only with the settings its state was saved under.
 
@@ -19,7 +28,7 @@ import io
 import json
 import math
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,8 +38,10 @@ from . import functional as F
 from . import validate
 from .autograd import no_grad
 from .data import Epochs, class_index
+from .distributed import Communicator, GradientBuckets, SyncBatchNorm, world
 from .io.model_file import load, load_training_state, save
 from .model import Model, build_model
+from .ops.norm import synchronised
 from .optim import (SGD, Adam, CosineDecay, ExponentialDecay, ExponentialMovingAverage, RMSProp, StepDecay,
                     Warmup, clip_grad_norm, decay_groups)
 from .runs import BEST, LAST, RunFolder, compare_settings, run_settings
@@ -254,28 +265,34 @@ class ArrayLoader(Epochs):
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
-    def epoch(self, epoch: int = 0):
+    def chunks(self, epoch: int) -> list[np.ndarray]:
         count = len(self.labels)
         order = np.random.default_rng([self.seed, epoch]).permutation(count) if self.shuffle else np.arange(count)
-        for i in range(0, count, self.batch_size):
-            chosen = order[i:i + self.batch_size]
-            yield self.features[chosen], self.labels[chosen]
+        return [order[i:i + self.batch_size] for i in range(0, count, self.batch_size)]
+
+    def _loaded(self, parts, epoch):
+        for chosen in parts:
+            yield (self.features[chosen], self.labels[chosen], chosen) if len(chosen) else None
 
 
 # -- evaluation ------------------------------------------------------------------------------
 
-def evaluate(model: Model, loader, num_classes: int, forward=None) -> dict:
+def evaluate(model: Model, loader, num_classes: int, forward=None, comm: Communicator | None = None) -> dict:
     """Loss, top-1, top-5, per-class accuracy and the confusion matrix (rows: true class).
 
     Top-5 is None for five classes or fewer, where every label is in the top five; a class
-    without images has per-class accuracy None."""
+    without images has per-class accuracy None. With ``comm`` each process evaluates its share
+    of every batch of ``loader`` (an :class:`~npmobilenet.data.Epochs`) and all get the totals."""
     forward = forward or model
+    comm = comm or Communicator()
     training = model.training
     model.eval()
     confusion = np.zeros((num_classes, num_classes), np.int64)
     loss_sum, top5_hits, count = 0.0, 0, 0
     with no_grad():
-        for x, y in loader.epoch(0):
+        for _, x, y in loader.batches(0, comm.rank, comm.size):
+            if x is None:
+                continue
             logits = forward(x)
             loss_sum += F.cross_entropy(logits, y).item() * len(y)
             ranked = np.argsort(-logits.data, axis=1, kind="stable")
@@ -283,6 +300,9 @@ def evaluate(model: Model, loader, num_classes: int, forward=None) -> dict:
             np.add.at(confusion, (y, ranked[:, 0]), 1)
             count += len(y)
     model.train(training)
+    loss_sum = float(comm.sum(np.array([loss_sum]))[0])
+    totals = comm.sum(np.concatenate([[top5_hits, count], confusion.ravel()]))
+    top5_hits, count, confusion = int(totals[0]), int(totals[1]), totals[2:].reshape(confusion.shape)
     if count == 0:
         raise ValueError("evaluate: the data gave no readable images")
     totals = confusion.sum(axis=1)
@@ -310,14 +330,28 @@ class Trainer:
     to train the head on cached features. With ``config.ema_decay`` an exponential moving average
     of the trainable weights is kept; validation and ``best.safetensors`` use the averaged
     weights, ``last.safetensors`` holds both.
+
+    ``distributed`` trains data-parallel over the processes of ``mpiexec`` (one process
+    without it; see the module docstring), with ``sync_bn`` batch norm normalising with the
+    whole batch's statistics; without it each process normalises its share, as torch's
+    DistributedDataParallel does, and the moving statistics are averaged after each epoch.
+    Only process 0 writes and reports; an error met by every process is raised on every one.
+    The loaders are :class:`~npmobilenet.data.Epochs`: every process needs at least one image
+    of every batch.
     """
 
     def __init__(self, model: Model, train_loader, val_loader, out_dir, config: TrainConfig,
-                 forward=None, progress: bool = True, report: bool = True, overwrite: bool = False):
+                 forward=None, progress: bool = True, report: bool = True, overwrite: bool = False,
+                 distributed: bool = False, sync_bn: bool = False):
+        if sync_bn and not distributed:
+            raise ValueError("sync_bn: synchronised batch norm needs distributed training")
+        self.comm = world() if distributed else Communicator()
+        self.sync_bn = SyncBatchNorm(self.comm) if sync_bn and self.comm.size > 1 else None
         self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
         self.run = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
         self.out_dir = self.run.path
-        self.config, self.forward, self.progress, self.report = config, forward or model, progress, report
+        self.config, self.forward = config, forward or model
+        self.progress, self.report = progress and self.comm.root, report and self.comm.root
         self.overwrite, self.resumed = overwrite, False
         self.num_classes = model.graph.options.num_classes
         if model.class_names is not None and len(class_index(model.class_names, "class_names")) \
@@ -330,6 +364,15 @@ class Trainer:
         self.ema = None
         if config.ema_decay is not None:
             self.ema = ExponentialMovingAverage(self._trainable(), config.ema_decay)
+        self.gradients = GradientBuckets([p for _, p in self._trainable()], self.comm)
+        self.comm.agree(self._check_shares)
+
+    def _check_shares(self) -> None:
+        smallest = min(map(len, self.train_loader.chunks(0)), default=self.comm.size)
+        if smallest < self.comm.size:
+            raise ValueError(f"distributed: the smallest training batch holds {smallest} images for "
+                             f"{self.comm.size} processes, and every process needs one; use fewer "
+                             f"processes or another batch size")
 
     def _trainable(self):
         return [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
@@ -356,8 +399,7 @@ class Trainer:
         optimizer = self.optimizer.state_dict()
         info = {"epoch": epoch, "best_top1": self.best_top1, "best_epoch": self.best_epoch,
                 "steps": optimizer["steps"], "lr": optimizer["lr"], "config": asdict(self.config),
-                "settings": self.settings(), "dropout_rng": self.model.dropout_rng.bit_generator.state,
-                "history": self.history.epochs}
+                "settings": self.settings(), "history": self.history.epochs}
         arrays = {f"optimizer/{k}": v for k, v in optimizer["buffers"].items()}
         if self.ema is not None:
             arrays.update({f"ema/{k}": v for k, v in self.ema.shadow.items()})
@@ -365,7 +407,7 @@ class Trainer:
 
     def save_checkpoint(self, name: str, epoch: int, averaged: bool = False) -> Path:
         """Write ``out_dir/name`` atomically: the model (its averaged weights when ``averaged``)
-        and the training state."""
+        and the training state (process 0 of a distributed run)."""
         path = self.out_dir / name
         state = self._training_state(epoch)
         with self.run.lock():
@@ -378,15 +420,20 @@ class Trainer:
 
     def resume(self, path=None) -> None:
         """Continue from a checkpoint (default ``last.safetensors``): weights, moving statistics,
-        optimizer, schedule position, dropout generator and history.
+        optimizer, schedule position and history. Every process of a distributed run reads it,
+        however many processes wrote it.
 
         Refuses a checkpoint saved under other fixed settings (architecture, classes, optimizer,
         ...; see :mod:`npmobilenet.runs`), listing them; changed hyper-parameters, such as more
         epochs, are reported. Finishes what a kill during the checkpoint's epoch left undone
-        (``best.safetensors``, the metrics).
+        (``best.safetensors``, the metrics). A checkpoint of an older version keeps the state of
+        its dropout generator, no longer needed: masks are keyed by sample.
         """
         path = Path(path) if path is not None else self.out_dir / LAST
-        with self.run.lock():
+        self.comm.agree(lambda: self._resume(path))
+
+    def _resume(self, path: Path) -> None:
+        with self.run.lock() if self.comm.root else nullcontext():
             arrays, info = load_training_state(path)
             saved = load(path)
             self._check_settings(path, info, saved)
@@ -399,12 +446,11 @@ class Trainer:
                     raise ValueError(f"{path}: the checkpoint's moving averages do not match this run's "
                                      f"trainable parameters (was it trained with ema_decay?)")
                 self.ema.shadow = {k: np.array(v, dtype=self.model.dtype) for k, v in shadow.items()}
-            self.model.dropout_rng.bit_generator.state = info["dropout_rng"]
             self.start_epoch, self.best_top1 = info["epoch"] + 1, info["best_top1"]
             self.best_epoch = info.get("best_epoch")
             self.history.epochs = list(info["history"])
             self.resumed = True
-            if path == self.out_dir / LAST:
+            if path == self.out_dir / LAST and self.comm.root:
                 self._finish_saved_epoch(info["epoch"])
 
     def _check_settings(self, path: Path, info: dict, saved: Model) -> None:
@@ -436,36 +482,59 @@ class Trainer:
 
     # loop
     def train_epoch(self, epoch: int) -> dict:
+        """One epoch; every process's metrics are those of the whole batches."""
         from tqdm import tqdm
 
-        model, opt = self.model, self.optimizer
+        model, opt, comm = self.model, self.optimizer, self.comm
         model.train()
         seen = correct = 0
         loss_sum, start = 0.0, time.perf_counter()
-        bar = tqdm(self.train_loader.epoch(epoch), total=len(self.train_loader), disable=not self.progress,
-                   desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False, dynamic_ncols=True)
-        for x, y in bar:
+        bar = tqdm(self.train_loader.batches(epoch, comm.rank, comm.size), total=len(self.train_loader),
+                   disable=not self.progress, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
+                   dynamic_ncols=True)
+        for indices, x, y in bar:
+            total, empty = comm.sum(np.array([len(y), len(y) == 0], np.int64))
+            if total == 0:  # no readable image in the whole batch
+                continue
+            if empty:
+                comm.fail(ValueError(f"epoch {epoch + 1}, step {opt.steps + 1}: a process's share of "
+                                     f"the batch holds no readable image; use fewer processes"))
             opt.lr = self.schedule(opt.steps)
             opt.zero_grad()
-            logits = self.forward(x)
+            with model.keyed_dropout(self.config.seed, epoch, indices), synchronised(self.sync_bn):
+                logits = self.forward(x)
             loss = F.cross_entropy(logits, y, self.config.label_smoothing)
-            if not math.isfinite(loss.item()):
-                raise TrainingDiverged(self._divergence(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {opt.steps + 1}", epoch))
+            # This process's loss and hits, then the whole batch's, known to every process.
+            batch_loss, hits = comm.sum(np.array([loss.item() * len(y), (logits.data.argmax(axis=1) == y).sum()]))
+            if not math.isfinite(batch_loss):
+                comm.fail(TrainingDiverged(self._divergence(
+                    f"the loss became {batch_loss / total} at epoch {epoch + 1}, step {opt.steps + 1}", epoch)))
+            if comm.size > 1:  # this share's part of the whole batch's mean: the sum is the mean
+                loss = loss * (len(y) / total)
             loss.backward()
+            self.gradients.sum()
             if self.config.clip_norm is not None:
                 clip_grad_norm(model.parameters(), self.config.clip_norm)
             opt.step()
             if self.ema is not None:
                 self.ema.update(self._trainable(), num_updates=opt.steps)
-            seen += len(y)
-            correct += int((logits.data.argmax(axis=1) == y).sum())
-            loss_sum += loss.item() * len(y)
+            seen += int(total)
+            correct += int(hits)
+            loss_sum += batch_loss
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / (time.perf_counter() - start):.0f}")
         bar.close()
+        if self.sync_bn is None and comm.size > 1:
+            self._average_moving_statistics()
         return {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
                 "images_per_second": seen / (time.perf_counter() - start), "lr": opt.lr}
+
+    def _average_moving_statistics(self) -> None:
+        """Without synchronised batch norm each process's moving statistics follow its own
+        shares; their average is what every process validates and saves."""
+        for _, value in self.model.named_buffers():
+            self.comm.sum(value)
+            value /= value.dtype.type(self.comm.size)
 
     def _divergence(self, what: str, epoch: int) -> str:
         """The message of TrainingDiverged during ``epoch`` (0-based): what happened, what is
@@ -486,31 +555,42 @@ class Trainer:
         is saved (the floating-point overflow on the way there is not warned about separately).
         """
         last = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
-        with self.run.lock(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            self.run.claim(resume=self.resumed, overwrite=self.overwrite)
-            self._write_class_names()
+        with ExitStack() as held, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self.comm.agree(lambda: self._claim(held))
             for epoch in range(self.start_epoch, last):
                 row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
                 with self.averaged_weights():
-                    val = evaluate(self.model, self.val_loader, self.num_classes, self.forward)
+                    val = evaluate(self.model, self.val_loader, self.num_classes, self.forward, self.comm)
                 if not math.isfinite(val["loss"]):
-                    raise TrainingDiverged(self._divergence(
-                        f"the validation loss became {val['loss']} after epoch {epoch + 1}", epoch))
+                    self.comm.fail(TrainingDiverged(self._divergence(
+                        f"the validation loss became {val['loss']} after epoch {epoch + 1}", epoch)))
                 row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"],
-                           skipped_images=self.train_loader.skipped + self.val_loader.skipped)
+                           skipped_images=int(self.comm.sum(np.array([self.train_loader.skipped
+                                                                       + self.val_loader.skipped]))[0]))
                 self.history.epochs.append(row)
                 improved = val["top1"] > self.best_top1
                 if improved:
                     self.best_top1, self.best_epoch = val["top1"], epoch
-                self.save_checkpoint(LAST, epoch)
-                if improved:
-                    self.save_checkpoint(BEST, epoch, averaged=True)
-                self._write_metrics()
-                if self.report:
-                    print(f"epoch {epoch + 1}/{self.config.epochs}: loss {row['train_loss']:.4f}, "
-                          f"train acc {row['train_top1']:.4f}, val loss {row['val_loss']:.4f}, "
-                          f"val acc {row['val_top1']:.4f}, {row['images_per_second']:.0f} images/s", flush=True)
+                self.comm.agree(lambda: self._save_epoch(epoch, improved, row) if self.comm.root else None)
         return self.history
+
+    def _claim(self, held: ExitStack) -> None:
+        """Take the folder's lock for the run (process 0) and claim it."""
+        if self.comm.root:
+            held.enter_context(self.run.lock())
+            self.run.claim(resume=self.resumed, overwrite=self.overwrite)
+            self._write_class_names()
+
+    def _save_epoch(self, epoch: int, improved: bool, row: dict) -> None:
+        """The checkpoints, metrics and report line of ``epoch``."""
+        self.save_checkpoint(LAST, epoch)
+        if improved:
+            self.save_checkpoint(BEST, epoch, averaged=True)
+        self._write_metrics()
+        if self.report:
+            print(f"epoch {epoch + 1}/{self.config.epochs}: loss {row['train_loss']:.4f}, "
+                  f"train acc {row['train_top1']:.4f}, val loss {row['val_loss']:.4f}, "
+                  f"val acc {row['val_top1']:.4f}, {row['images_per_second']:.0f} images/s", flush=True)
 
     def _write_class_names(self) -> None:
         """``labels.txt`` (one name a line, for ``predict --labels``) and ``class_indices.json``."""

@@ -7,18 +7,26 @@ counts image-decoding threads, at least 1 (there is no in-thread mode: one threa
 ahead is what keeps the kernels fed). Values are passed on unchanged: 0 never means "default".
 The output folder is locked while training, and a folder holding a run is only resumed
 (``--resume``) or replaced (``--overwrite``): see :mod:`npmobilenet.runs`.
+
+``--distributed`` (under ``mpiexec -n N``) trains data-parallel: see :mod:`npmobilenet.train`.
+Every process runs this command; process 0 prints and writes. An error every process meets
+(bad data, a busy --out, divergence) is printed once, by process 0; one met by a single
+process is printed by it, naming it, and ends the whole run (``MPI_Abort``), as the others
+would otherwise wait for it forever.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 from ..data import (MAX_WORKERS, EvalTransform, ImageFolder, Loader, TrainTransform, check_trainable,
                     cifar10, digits, stratified_split)
+from ..distributed import Communicator, world
 from ..io import load, preset
 from ..io.labels import read_class_indices
 from ..model import build_model
@@ -27,6 +35,7 @@ from ..train import (RANGES, RMSPROP_STARTS, ArrayLoader, TrainConfig, Trainer, 
                      pool_endpoint, replace_head, with_options)
 from ..validate import LIMITS
 from .arguments import MAX_BATCH, integer, number
+from .errors import describe, report
 
 BUILTIN_DIGITS = "builtin:digits"
 CIFAR10 = "cifar10:"  # followed by the folder holding (or being) cifar-10-batches-{bin,py}
@@ -146,6 +155,13 @@ def add_parser(subparsers) -> None:
                    help=f"image decoding threads, in [1, {MAX_WORKERS}]")
     p.add_argument("--export-samples", type=integer(0), default=10, metavar="N",
                    help="write N held-out images, the classes in turn, to OUT/samples (0: none)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over the processes of mpiexec (mpiexec -n N "
+                        "npmobilenet train --distributed ...): each takes a share of every batch; "
+                        'needs pip install "npmobilenet[mpi]"')
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with --distributed: batch norm uses the whole batch's statistics, so the "
+                        "run equals one process's (without it each process normalises its share)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--trace", metavar="FILE", help="write an op trace to FILE (.json, .dot or a table)")
     p.set_defaults(func=run, usage_error=p.error)
@@ -217,6 +233,24 @@ def _export_samples(dataset, out: Path, count: int) -> list[Path]:
 
 
 def run(args) -> int:
+    if args.sync_bn and not args.distributed:
+        args.usage_error("--sync-bn needs --distributed")
+    comm = world() if args.distributed else Communicator()
+    try:
+        return _run(args, comm)
+    except Exception as error:
+        if comm.size == 1:
+            raise
+        message, code = describe(error)
+        if error is not comm.agreed:  # this process's alone: end the run, the others would wait
+            report(f"process {comm.rank} of {comm.size}: {message}")
+            comm.abort(code)
+        if comm.root:
+            raise
+        return code  # process 0 reports it
+
+
+def _run(args, comm: Communicator) -> int:
     kind = data_kind(args.data)
     chosen = {name: DATA_DEFAULTS[kind][name] if getattr(args, name) is None else getattr(args, name)
               for name in ("spec", "depth_multiplier", "input_size", "epochs")}
@@ -229,10 +263,18 @@ def run(args) -> int:
                              ema_decay=args.ema, seed=args.seed)
     except ValueError as error:  # flags in range one by one, not together (--warmup-epochs > --epochs)
         args.usage_error(str(error))
-    datasets = _datasets(args, chosen["input_size"])  # bad data: refused before --out is made
-    with RunFolder(args.out).lock() as folder:
-        folder.claim(resume=args.resume, overwrite=args.overwrite)
-        return _train(args, config, chosen, datasets, folder)
+    # bad data: refused before --out is made
+    datasets = comm.agree(lambda: _datasets(args, chosen["input_size"]))
+    folder = RunFolder(args.out)
+    with ExitStack() as held:
+        comm.agree(lambda: _claim(folder, args, held) if comm.root else None)
+        return _train(args, config, chosen, datasets, folder, comm)
+
+
+def _claim(folder: RunFolder, args, held: ExitStack) -> None:
+    """Lock ``folder`` for the rest of the run and claim it."""
+    held.enter_context(folder.lock())
+    folder.claim(resume=args.resume, overwrite=args.overwrite)
 
 
 def _model(args, chosen: dict, names: list[str], normalise: dict, ratio: float | None):
@@ -261,15 +303,23 @@ def _model(args, chosen: dict, names: list[str], normalise: dict, ratio: float |
     return model.train()  # converted files load in eval mode
 
 
-def _train(args, config: TrainConfig, chosen: dict, datasets, folder: RunFolder) -> int:
-    """Build the model, train it into ``folder`` (locked and claimed), export samples."""
+def _cached_endpoint(args, model) -> str:
+    """The endpoint whose features ``--cache-features`` caches."""
+    if not args.freeze_backbone:
+        raise ValueError("--cache-features needs --freeze-backbone (the cached backbone must not change)")
+    return pool_endpoint(model)
+
+
+def _train(args, config: TrainConfig, chosen: dict, datasets, folder: RunFolder, comm: Communicator) -> int:
+    """Build the model, train it into ``folder`` (locked and claimed by process 0), export samples."""
     size, out, kind = chosen["input_size"], folder.path, data_kind(args.data)
     train_set, val_set, normalise = datasets
     names = sorted(train_set.class_indices, key=train_set.class_indices.get)
     augment = _augmentation(args, kind, size)
     # A --weights file's own resize ratio is kept for inputs that are not tiny, unless given.
     keep_file_ratio = args.weights and args.resize_ratio is None and size >= TINY and kind != "digits"
-    model = _model(args, chosen, names, normalise, None if keep_file_ratio else augment["resize_ratio"])
+    model = comm.agree(lambda: _model(args, chosen, names, normalise,
+                                      None if keep_file_ratio else augment["resize_ratio"]))
     preprocess = model.preprocess
     train_tf = TrainTransform(preprocess, scale=(augment["crop_scale"], 1.0),
                               ratio=ASPECTS.get(kind, (3 / 4, 4 / 3)), flip=augment["flip"])
@@ -278,9 +328,7 @@ def _train(args, config: TrainConfig, chosen: dict, datasets, folder: RunFolder)
     val_loader = Loader(val_set, EvalTransform(preprocess), args.batch_size, workers=args.workers)
     forward = None
     if args.cache_features:
-        if not args.freeze_backbone:
-            raise ValueError("--cache-features needs --freeze-backbone (the cached backbone must not change)")
-        endpoint = pool_endpoint(model)
+        endpoint = comm.agree(lambda: _cached_endpoint(args, model))
         plain_train = Loader(train_set, EvalTransform(preprocess), args.batch_size, workers=args.workers)
         train_loader = ArrayLoader(*cache_features(model, plain_train, endpoint), args.batch_size,
                                    shuffle=True, seed=args.seed)
@@ -288,12 +336,17 @@ def _train(args, config: TrainConfig, chosen: dict, datasets, folder: RunFolder)
         forward = lambda features: model.forward_from(endpoint, features)  # noqa: E731
 
     trainer = Trainer(model, train_loader, val_loader, folder, config, forward=forward,
-                      progress=not args.quiet)
+                      progress=not args.quiet, distributed=args.distributed, sync_bn=args.sync_bn)
     if args.resume:
         trainer.resume()
+    if not comm.root:
+        trainer.fit()
+        return 0
+    processes = f" in {comm.size} processes" + (", synchronised batch norm" if trainer.sync_bn else "") \
+        if comm.size > 1 else ""
     print(f"training {model!r} on {len(train_set)} images, validating on {len(val_set)}; "
           f"{config.optimizer} lr {config.lr:g}, batch {args.batch_size}, batch-norm momentum "
-          f"{model.graph.options.bn_momentum:g}")
+          f"{model.graph.options.bn_momentum:g}{processes}")
     trainer.fit()
     print(f"best validation accuracy {trainer.best_top1:.4f}; model file {out / 'best.safetensors'}")
     if args.export_samples:
