@@ -10,7 +10,9 @@ import pytest
 import npmobilenet.functional as F
 from npmobilenet import build_model, no_grad
 from npmobilenet.io import convert_file
-from npmobilenet.kernels.batchnorm import bias_activate
+from npmobilenet.activations import ACTIVATIONS, activation
+from npmobilenet.autograd import Tensor
+from npmobilenet.kernels.epilogue import bias_activate
 from npmobilenet.architecture import available_specs, build_graph
 from npmobilenet.kinds import KINDS
 from npmobilenet.optim import SGD
@@ -26,6 +28,11 @@ MODELS = {  # name: (spec, options, height, width)
     "v2-SAME-os16": ("mobilenet_v2", {"padding": "SAME", "output_stride": 16}, 75, 61),
     "v1-keras-pads": ("mobilenet_v1", {"padding": "keras"}, 66, 64),
     "v2-headless": ("mobilenet_v2", {"num_classes": 0}, 64, 64),
+    "v3-large-odd": ("mobilenet_v3_large", {}, 67, 45),
+    "v3-small-os16": ("mobilenet_v3_small", {"output_stride": 16}, 61, 64),
+    "v3-large-minimalistic-os16": ("mobilenet_v3_large_minimalistic", {"output_stride": 16}, 64, 53),
+    "v3-small-minimalistic-odd": ("mobilenet_v3_small_minimalistic", {}, 45, 51),
+    "v4-conv-small-odd-os16": ("mobilenet_v4_conv_small", {"output_stride": 16}, 63, 71),
 }
 
 
@@ -78,6 +85,10 @@ def ops_forbidden(monkeypatch):
 def test_the_plan_compiles_every_kind_of_every_built_in_spec(spec):
     uncompiled = {node.op for node in build_graph(spec).nodes if KINDS[node.op].compile is None}
     assert not uncompiled
+
+
+def test_the_plan_is_checked_on_every_built_in_spec():
+    assert {spec for spec, *_ in MODELS.values()} == set(available_specs())
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -214,14 +225,13 @@ def test_converted_fixtures_through_the_plan(case, ops_forbidden):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", [3, 50_000])  # one thread, and the parallel variant
-@pytest.mark.parametrize("clip_max", [6.0, np.inf, np.nan])
-def test_bias_activate_epilogue(rows, clip_max, dtype):
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_the_epilogue_is_the_bias_then_the_activation_bit_for_bit(rows, name, dtype):
     rng = np.random.default_rng(0)
     y = (4 * rng.standard_normal((rows, 24))).astype(dtype)
     bias = rng.standard_normal(24).astype(dtype)
-    expected = y + bias
-    if not np.isnan(clip_max):
-        expected = np.minimum(np.maximum(expected, 0), clip_max)
-    out = bias_activate(y, bias, clip_max)
+    act = activation(name)
+    expected = act.apply(Tensor(y + bias)).data  # the op-by-op composite
+    out = bias_activate(y, bias, act.epilogue)
     assert out is y and y.dtype == dtype
     np.testing.assert_array_equal(y, expected)

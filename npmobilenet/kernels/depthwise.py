@@ -1,5 +1,5 @@
-"""Numba depthwise convolution kernels: forward (with a fused bias + clamp epilogue), grad-input
-and grad-weight, for NHWC activations.
+"""Numba depthwise convolution kernels: forward (with a fused bias + activation epilogue, see
+:mod:`.epilogue`), grad-input and grad-weight, for NHWC activations.
 
 Axis legend: x (N, H, W, C); w (kh, kw, C, M); out and g (N, OH, OW, C*M) with output channel
 ``c*M + m`` (TF order); stride (sh, sw), dilation (dh, dw), pads (top, bottom, left, right).
@@ -33,7 +33,9 @@ import types
 import numba
 import numpy as np
 
+from . import epilogue as epilogues
 from . import reference, switch
+from .epilogue import activate
 from .jit_cache import CACHE
 from numba import prange
 
@@ -65,8 +67,9 @@ def _jit(function):
     return serial, parallel
 
 
-def _forward_rows(x, w, bias, has_clip, lo, hi, sh, sw, dh, dw, top, left, out):
-    """out (N, OH, OW, C) = depthwise(x (N, H, W, C), w (kh, kw, C)) + bias, clamped if has_clip.
+def _forward_rows(x, w, bias, code, clip_max, zero, three, six, sixth, sh, sw, dh, dw, top, left, out):
+    """out (N, OH, OW, C) = act(depthwise(x (N, H, W, C), w (kh, kw, C)) + bias), the epilogue's
+    activation ``code`` (with its constants in x's dtype).
 
     3x3 windows lying wholly inside the input take one expression over the nine taps (no
     accumulator round trips); border pixels and other kernel sizes add tap by tap.
@@ -93,9 +96,7 @@ def _forward_rows(x, w, bias, has_clip, lo, hi, sh, sw, dh, dw, top, left, out):
                          + x[n, r1, j1, c] * w[1, 1, c] + x[n, r1, j2, c] * w[1, 2, c]
                          + x[n, r2, iw, c] * w[2, 0, c] + x[n, r2, j1, c] * w[2, 1, c]
                          + x[n, r2, j2, c] * w[2, 2, c])
-                    if has_clip:
-                        v = min(max(v, lo), hi)
-                    out[n, oh, ow, c] = v
+                    out[n, oh, ow, c] = activate(v, code, clip_max, zero, three, six, sixth)
                 continue
             for c in range(channels):
                 out[n, oh, ow, c] = bias[c]
@@ -109,9 +110,9 @@ def _forward_rows(x, w, bias, has_clip, lo, hi, sh, sw, dh, dw, top, left, out):
                         continue
                     for c in range(channels):
                         out[n, oh, ow, c] += x[n, ihi, iwj, c] * w[i, j, c]
-            if has_clip:
+            if code != epilogues.IDENTITY:
                 for c in range(channels):
-                    out[n, oh, ow, c] = min(max(out[n, oh, ow, c], lo), hi)
+                    out[n, oh, ow, c] = activate(out[n, oh, ow, c], code, clip_max, zero, three, six, sixth)
 
 
 def _grad_input_rows(g, w, sw, dw, left, row_taps, row_count, gx):
@@ -183,8 +184,8 @@ def _repeat_channels(x, m):
     return x if m == 1 else np.repeat(x, m, axis=3)
 
 
-def depthwise_forward(x, w, stride, dilation, pads, bias=None, clip_max=None, out=None):
-    """Depthwise convolution with an optional fused bias + clamp epilogue.
+def depthwise_forward(x, w, stride, dilation, pads, bias=None, epilogue=epilogues.NONE, out=None):
+    """Depthwise convolution with an optional fused bias + activation epilogue.
 
     Parameters
     ----------
@@ -193,8 +194,7 @@ def depthwise_forward(x, w, stride, dilation, pads, bias=None, clip_max=None, ou
     stride, dilation : (sh, sw), (dh, dw)
     pads : (top, bottom, left, right)
     bias : (C*M,) or None, added to every output pixel
-    clip_max : float or None; when given the result is clamped to [0, clip_max]
-        (6.0 for ReLU6, ``np.inf`` for ReLU)
+    epilogue : (code, clip_max), the activation applied after the bias (see :mod:`.epilogue`)
     out : (N, OH, OW, C*M) C-contiguous array of x's dtype to write into, or None
 
     Returns
@@ -202,7 +202,7 @@ def depthwise_forward(x, w, stride, dilation, pads, bias=None, clip_max=None, ou
     out : (N, OH, OW, C*M), x's dtype; OH = (H + top + bottom - dh*(kh-1) - 1) // sh + 1
     """
     if switch.REFERENCE:
-        return reference.depthwise_forward_reference(x, w, stride, dilation, pads, bias, clip_max, out)
+        return reference.depthwise_forward_reference(x, w, stride, dilation, pads, bias, epilogue, out)
     kh, kw, c, m = w.shape
     n = x.shape[0]
     oh, ow = _out_hw(x.shape[1:3], (kh, kw), stride, dilation, pads)
@@ -213,7 +213,8 @@ def depthwise_forward(x, w, stride, dilation, pads, bias=None, clip_max=None, ou
     xs = np.ascontiguousarray(_repeat_channels(x, m))
     ws = np.ascontiguousarray(w.reshape(kh, kw, c * m))
     kernel = _FORWARD[_parallel(n * oh * ow * c * m * kh * kw)]
-    kernel(xs, ws, bias, clip_max is not None, dtype.type(0), dtype.type(np.inf if clip_max is None else clip_max),
+    code, clip_max = epilogue
+    kernel(xs, ws, bias, code, *epilogues.constants(dtype, clip_max),
            stride[0], stride[1], dilation[0], dilation[1], pads[0], pads[2], out)
     return out
 
@@ -254,8 +255,8 @@ def depthwise_grad_input(g, w, input_hw, stride, dilation, pads):
     gx = np.empty((n, height, width, c * m), dtype=g.dtype)
     parallel = _parallel(g.size * kh * kw)
     if (sh, sw) == (1, 1):
-        _FORWARD[parallel](g, np.ascontiguousarray(ws[::-1, ::-1]), np.zeros(c * m, g.dtype), False,
-                           g.dtype.type(0), g.dtype.type(0), 1, 1, dh, dw,
+        _FORWARD[parallel](g, np.ascontiguousarray(ws[::-1, ::-1]), np.zeros(c * m, g.dtype),
+                           epilogues.IDENTITY, *epilogues.constants(g.dtype, 0), 1, 1, dh, dw,
                            (kh - 1) * dh - pads[0], (kw - 1) * dw - pads[2], gx)
     else:
         row_taps, row_count = _input_rows(height, out_h, kh, sh, dh, pads[0])

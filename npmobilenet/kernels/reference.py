@@ -11,12 +11,15 @@ Axis legend: x (N, H, W, C); depthwise w (kh, kw, C, M); g and out (N, OH, OW, C
 channel ``c*M + m``; stride (sh, sw), dilation (dh, dw), pads (top, bottom, left, right).
 Tap (i, j) of output pixel (oh, ow) reads padded input pixel (oh*sh + i*dh, ow*sw + j*dw).
 Batch-norm arrays are (M, C) views of NHWC tensors (M = N*H*W rows); ``clip_max`` selects the
-activation ``min(max(v, 0), clip_max)``: NaN (or None for depthwise) means none.
+activation ``min(max(v, 0), clip_max)``: NaN means none. An inference step's epilogue is a
+``(code, clip_max)`` pair (see :mod:`.epilogue`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from . import epilogue as _epilogue
 
 
 def _out_hw(in_hw, kernel_hw, stride, dilation, pads):
@@ -46,9 +49,9 @@ def _into(out, result):
 
 # -- depthwise convolution (kernels/depthwise.py) ------------------------------------------------
 
-def depthwise_forward_reference(x, w, stride, dilation, pads, bias=None, clip_max=None, out=None):
+def depthwise_forward_reference(x, w, stride, dilation, pads, bias=None, epilogue=None, out=None):
     """out[n, oh, ow, c*M + m] = sum_ij xpad[n, oh*sh + i*dh, ow*sw + j*dw, c] * w[i, j, c, m],
-    then ``+ bias`` and ``clip(., 0, clip_max)`` when given (the inference plan's epilogue)."""
+    then ``+ bias`` and the activation of ``epilogue`` when given (the inference plan's)."""
     n, h, wd, c = x.shape
     kh, kw, _, m = w.shape
     out_hw = _out_hw((h, wd), (kh, kw), stride, dilation, pads)
@@ -61,8 +64,8 @@ def depthwise_forward_reference(x, w, stride, dilation, pads, bias=None, clip_ma
     result = result.reshape(n, *out_hw, c * m)
     if bias is not None:
         result += bias
-    if clip_max is not None:
-        result = np.clip(result, 0, x.dtype.type(clip_max))
+    if epilogue is not None:
+        result = activate_reference(result, *epilogue)
     return _into(out, result)
 
 
@@ -141,6 +144,26 @@ def normalize_activate_reference(x, scale, offset, clip_max, out):
     eps) and offset = beta - mean * scale this is batch norm and its activation in one pass."""
     out[...] = _activate(x * scale + offset, clip_max)
     return out
+
+
+def activate_reference(v, code, clip_max):
+    """The activation of an epilogue ``(code, clip_max)``, as the composites of
+    :mod:`npmobilenet.functional` compute it, constants in ``v``'s dtype."""
+    kind = v.dtype.type
+    gate = np.minimum(np.maximum(v + kind(3), kind(0)), kind(6)) * kind(1 / 6)
+    if code == _epilogue.CLAMP:
+        return np.minimum(np.maximum(v, kind(0)), kind(clip_max))
+    if code == _epilogue.HSIGMOID:
+        return gate
+    if code == _epilogue.HSWISH:
+        return v * gate
+    return v
+
+
+def epilogue_reference(y2d, bias, code, clip_max):
+    """In place: y = act(y + bias), the epilogue of an inference step (see :mod:`.epilogue`)."""
+    y2d[...] = activate_reference(y2d + bias, code, clip_max)
+    return y2d
 
 
 def bias_activate_reference(y2d, bias, clip_max):

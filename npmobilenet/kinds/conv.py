@@ -8,7 +8,8 @@ accepts it), ``in_channels``, ``out_channels`` (a depthwise node keeps its chann
 Training runs ``conv2d``/``depthwise_conv2d`` then ``batch_norm`` with a clamp-type activation
 fused in (others follow as their own ops). Inference folds the batch norm into the weights,
 ``W' = W * gamma / sqrt(var + eps)`` and ``b' = beta - mean * gamma / sqrt(var + eps)``, and runs
-the same convolution code into a reused buffer with bias and activation in its epilogue.
+the same convolution code into a reused buffer with bias and activation (any of them) in its
+epilogue.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import numpy as np
 
 from .. import functional as F
 from ..activations import activation
-from ..kernels import batchnorm as bn_kernels
 from ..kernels import depthwise as dw
+from ..kernels.epilogue import bias_activate
 from ..ops.conv import conv2d_compute, node_geometry
 from . import layouts
 from .registry import Layout, NodeKind, Param, register_kind
@@ -100,20 +101,16 @@ class ConvStep:
             geometry = self._geometry[x.shape[1:3]] = node_geometry(self.node.attrs, x.shape[1:3])
         n, (oh, ow), cout = x.shape[0], geometry.out_hw, self.bias.shape[0]
         out = buffers.output(self.node.name, (n, oh, ow, cout), x.dtype)
-        clip_max = self.activation.clip_max
         if self.node.op == "depthwise":
             dw.depthwise_forward(x, self.weights, geometry.stride, geometry.dilation, geometry.pads,
-                                 bias=self.bias, clip_max=clip_max, out=out)
+                                 bias=self.bias, epilogue=self.activation.epilogue, out=out)
         else:
             columns = None
             if not geometry.is_gemm_view:
                 kh, kw = self.weights.shape[:2]
                 columns = buffers.scratch(self.node.name, (n, oh, ow, kh, kw, x.shape[3]), x.dtype)
             conv2d_compute(x, self.weights, geometry, out=out, columns=columns)
-            bn_kernels.bias_activate(out.reshape(-1, cout), self.bias,
-                                     bn_kernels.NO_ACTIVATION if clip_max is None else clip_max)
-        if not self.activation.fusable:
-            self.activation.numpy(out)
+            bias_activate(out.reshape(-1, cout), self.bias, self.activation.epilogue)
         return out
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import functional as F
 from ..activations import activation
-from ..kernels import batchnorm as bn_kernels
+from ..kernels.epilogue import bias_activate
 from . import layouts
 from .conv import BATCH_NORM, batch_norm_activation
 from .registry import Layout, NodeKind, Param, register_kind
@@ -55,7 +55,7 @@ def fold(node, param) -> tuple[np.ndarray, np.ndarray]:
 
 
 class LinearStep:
-    """x @ W' + b' with the batch norm folded in, then the activation in place."""
+    """x @ W' + b' with the batch norm folded in, the activation in the epilogue."""
 
     def __init__(self, node, arrays):
         self.name = node.name
@@ -66,11 +66,7 @@ class LinearStep:
         x, = inputs
         out = buffers.output(self.name, (x.shape[0], self.weights.shape[1]), x.dtype)
         np.matmul(x, self.weights, out=out)
-        clip_max = self.activation.clip_max
-        bn_kernels.bias_activate(out, self.bias, bn_kernels.NO_ACTIVATION if clip_max is None else clip_max)
-        if not self.activation.fusable:
-            self.activation.numpy(out)
-        return out
+        return bias_activate(out, self.bias, self.activation.epilogue)
 
 
 def _torch(node):

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import functional as F
 from ..activations import activation
+from ..kernels.epilogue import bias_activate
 from . import layouts
 from .registry import Layout, NodeKind, Param, register_kind
 
@@ -47,17 +48,10 @@ class SqueezeExciteStep:
     def __call__(self, inputs, buffers):
         x, = inputs
         reduce_w, reduce_b, expand_w, expand_b = self.arrays
-        hidden = x.mean(axis=(1, 2)) @ reduce_w + reduce_b
-        hidden = _apply(self.inner, hidden)
-        gate = _apply(self.gate, hidden @ expand_w + expand_b)
+        hidden = bias_activate(x.mean(axis=(1, 2)) @ reduce_w, reduce_b, self.inner.epilogue)
+        gate = bias_activate(hidden @ expand_w, expand_b, self.gate.epilogue)
         out = buffers.output(self.name, x.shape, x.dtype)
         return np.multiply(x, gate[:, None, None, :], out=out)
-
-
-def _apply(act, values: np.ndarray) -> np.ndarray:
-    if act.fusable:
-        return np.clip(values, 0, act.clip_max, out=values)
-    return act.numpy(values)
 
 
 def _torch(node):

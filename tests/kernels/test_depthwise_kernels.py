@@ -11,6 +11,8 @@ import torch.nn.functional as TF
 from hypothesis import given
 from hypothesis import strategies as st
 
+from npmobilenet.activations import ACTIVATIONS, activation
+from npmobilenet.autograd import Tensor
 from npmobilenet.kernels import depthwise as dw
 from npmobilenet.kernels import reference as ref
 
@@ -83,18 +85,17 @@ def test_kernels_match_reference(threshold, dtype, case):
 
 @THREADING
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(case=cases(), clip_max=st.sampled_from([None, 6.0, np.inf, 0.5]))
-def test_fused_epilogue_is_bias_then_clamp(threshold, dtype, case, clip_max):
+@given(case=cases(), name=st.sampled_from(sorted(ACTIVATIONS)))
+def test_fused_epilogue_is_bias_then_the_activation(threshold, dtype, case, name):
     with parallel_threshold(threshold):
         x, w, _, rng = make(case, dtype)
         _, _, c, m, _, stride, dilation, pads, _ = case
         bias = rng.standard_normal(c * m).astype(dtype)
-        expected = ref.depthwise_forward_reference(x, w, stride, dilation, pads) + bias
-        if clip_max is not None:
-            expected = np.clip(expected, 0, clip_max)
+        act = activation(name)
+        expected = act.apply(Tensor(ref.depthwise_forward_reference(x, w, stride, dilation, pads) + bias)).data
         out = np.empty(expected.shape, dtype)
-        result = dw.depthwise_forward(x, w, stride, dilation, pads, bias=bias, clip_max=clip_max, out=out)
-        assert result is out
+        result = dw.depthwise_forward(x, w, stride, dilation, pads, bias=bias, epilogue=act.epilogue, out=out)
+        assert result is out and result.dtype == dtype
         assert_close(result, expected, dtype)
 
 

@@ -9,7 +9,9 @@ from hypothesis import given, strategies as st
 import npmobilenet as nm
 from npmobilenet import functional as F
 from npmobilenet.kernels import batchnorm as bn
+from npmobilenet.activations import ACTIVATIONS as ACTIVATION_TABLE
 from npmobilenet.kernels import depthwise as dw
+from npmobilenet.kernels import epilogue as ep
 from npmobilenet.kernels import im2col as ic
 from npmobilenet.kernels import reference as ref
 from npmobilenet.kernels import switch
@@ -42,13 +44,13 @@ def test_im2col_and_col2im_equal_their_references(dtype, geometry, seed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(geometry=conv_geometry(depthwise=True), seed=st.integers(0, 2**32 - 1),
-       clip_max=st.sampled_from([None, 6.0, np.inf]), with_bias=st.booleans())
-def test_depthwise_with_its_epilogue_equals_the_reference(dtype, geometry, seed, clip_max, with_bias):
+       epilogue=st.sampled_from([a.epilogue for a in ACTIVATION_TABLE.values()]), with_bias=st.booleans())
+def test_depthwise_with_its_epilogue_equals_the_reference(dtype, geometry, seed, epilogue, with_bias):
     x, w = geometry.arrays(dtype, seed)
     bias = np.linspace(-1, 1, w.shape[2] * w.shape[3]).astype(dtype) if with_bias else None
     args = (geometry.stride, geometry.dilation, geometry.pads)
-    assert_close(dw.depthwise_forward(x, w, *args, bias=bias, clip_max=clip_max),
-                 ref.depthwise_forward_reference(x, w, *args, bias=bias, clip_max=clip_max), dtype)
+    assert_close(dw.depthwise_forward(x, w, *args, bias=bias, epilogue=epilogue),
+                 ref.depthwise_forward_reference(x, w, *args, bias=bias, epilogue=epilogue), dtype)
 
 
 @st.composite
@@ -97,7 +99,8 @@ def fast_kernels_forbidden(monkeypatch):
 
     for module, names in ((dw, ["_FORWARD", "_GRAD_INPUT", "_GRAD_WEIGHT"]), (ic, ["_im2col_rows"]),
                           (bn, ["_channel_sums", "_normalize_activate", "_masked_sums", "_grad_input",
-                                "_bias_activate_span", "_bias_activate_chunks"])):
+                                "_bias_activate_span", "_bias_activate_chunks"]),
+                          (ep, ["_span", "_chunks"])):
         for name in names:
             value = getattr(module, name)
             monkeypatch.setattr(module, name, (forbidden, forbidden) if isinstance(value, tuple) else forbidden)
