@@ -21,7 +21,8 @@ A dataset is anything with ``len()``, ``load(index) -> (Pillow image, label)``, 
   ``set_epoch(e)`` chooses the epoch of the next pass (exact resume), ``epoch(e)`` iterates a
   given one. Images are decoded in background threads (Pillow releases the GIL) one batch
   ahead, so the kernels do not wait on decoding. Unreadable images are skipped with a warning
-  and counted.
+  and counted. ``batches(e, rank, size)`` gives process ``rank`` of ``size`` its share of
+  every batch with the samples' indices (data-parallel training).
 """
 
 from __future__ import annotations
