@@ -2,10 +2,14 @@
 
 ``dask.distributed`` is imported here only, when a command asks for a cluster: the
 single-process default never needs it, and without the ``cluster`` extra the request fails with
-one line saying what to install. ``--workers N`` starts a local cluster of N worker processes of
-one task thread each; the Numba, OpenMP and BLAS pools of each get ``cores // N`` threads, so
-the workers share the cores instead of oversubscribing them. ``--scheduler`` joins an existing
-cluster, whose workers must see the model file and the images at the same paths.
+one line saying what to install.
+
+``--workers N`` starts a local cluster of N worker processes of one task thread each. The Numba,
+OpenMP and BLAS pools of each get ``cores // N`` threads, so the workers share the cores instead
+of oversubscribing them, and their allocator keeps freed memory for the next batch
+(:func:`npmobilenet.runtime.reuse_freed_memory`, as the command line does for itself).
+``--scheduler`` joins an existing cluster, whose workers must see the model file and the images
+at the same paths.
 
 Shards are submitted at once, earlier shards first (their priority), and come back as they
 finish; the model is loaded by each worker once (:func:`npmobilenet.batch.cached_model`).
@@ -16,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
+
+from .runtime import reuse_freed_memory
 
 INSTALL = 'pip install "npmobilenet[cluster]"'
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -48,6 +54,7 @@ def connect(workers: int | None = None, scheduler: str | None = None):
                                   dashboard_address=None, silence_logs=logging.ERROR,
                                   env=dict.fromkeys(THREAD_VARIABLES, threads)) as cluster, \
             distributed.Client(cluster) as client:
+        client.run(reuse_freed_memory)  # these processes are ours, as the command line's own
         yield Dask(client, distributed)
 
 
