@@ -8,10 +8,14 @@ The parts that do not depend on the engine:
   inputs and shard size always give the same shards (what makes a rerun able to resume).
 - :func:`cached_model`: the model of a file, loaded once per process (a Dask worker loads it for
   its first shard and keeps it), with a lock that keeps its forward passes one at a time.
+- :func:`forward_records`: a shard's images decoded in threads and run batch by batch, the
+  body of every command's shard function.
 - :class:`ShardFolder`: ``--out DIR``: each shard's files written atomically, its
   ``part-NNNNN.done.json`` last (the shard's image count and unreadable images), so a shard is
   finished exactly when that file exists and a rerun skips it.
-- :func:`in_order`: results that arrive in any order handed on in shard order.
+- :func:`run_shards`: every shard through an engine (:class:`InProcess`, or
+  :class:`npmobilenet.cluster.Dask`), results handed on in shard order (:func:`in_order`)
+  whatever order they finish in.
 
 A shard's records are computed by one function per command (``predict_shard`` in
 :mod:`npmobilenet.cli.predict`, ...) whichever engine runs it, so a cluster run gives what a
@@ -138,11 +142,13 @@ def _stored(compute, render, folder, k, entries) -> dict:
 
 
 def _merged(finished: dict, results):
+    """The done records read back first, then those of the shards run now."""
     yield from finished.items()
     yield from results
 
 
 def _counted(results, progress, records: bool):
+    """``results`` passed on, the progress bar moved by each one's images."""
     for k, result in results:
         if progress is not None:
             progress.update(len(result) if records else result["images"])
@@ -207,11 +213,13 @@ def _decode(entry, preprocess, dtype):
 
 def fingerprint(job: dict, weights: str, entries: list, shard_size: int) -> str:
     """A digest of what fixes a sharded job's records: the command and its options, the model
-    file's version, the inputs in order and the shard size."""
+    file's version, the shard size and the inputs in order."""
     stat = os.stat(weights)
-    identity = [job, os.path.realpath(weights), stat.st_size, stat.st_mtime_ns, shard_size,
-                [list(entry) for entry in entries]]
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf8")).hexdigest()
+    digest = hashlib.sha256(json.dumps([job, os.path.realpath(weights), stat.st_size, stat.st_mtime_ns,
+                                        shard_size], sort_keys=True).encode("utf8"))
+    for entry in entries:
+        digest.update(json.dumps(entry).encode("utf8") + b"\n")
+    return digest.hexdigest()
 
 
 class ShardFolder:

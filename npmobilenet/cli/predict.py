@@ -76,7 +76,8 @@ def add_batch_arguments(parser, out: str | None) -> None:
                         help=f"images per forward pass, in [1, {MAX_BATCH}]")
     parser.add_argument("--decode-threads", type=integer(1, MAX_WORKERS), default=2, metavar="N",
                         help=f"image decoding threads of each process, in [1, {MAX_WORKERS}] "
-                             f"(this was --workers, which now counts Dask workers)")
+                             f"(predict's and evaluate's --workers before that came to count Dask "
+                             f"workers)")
     parser.add_argument("--shard-size", type=integer(1), default=None, metavar="N",
                         help="images per shard (one task on a cluster" + (", one part file with --out"
                                                                           if out else "")
