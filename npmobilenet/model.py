@@ -76,18 +76,26 @@ class Model:
         self._plan: InferencePlan | None = None
 
     # -- running ---------------------------------------------------------------------------
-    def __call__(self, x) -> Tensor:
+    def __call__(self, x, end_points=None) -> Tensor:
         """Run the graph on ``x`` (N, H, W, 3) of the model's dtype; returns the output node's
         Tensor: logits (N, num_classes), or features (N, h, w, C) for a headless model.
-        ``end_points`` then maps every node name to its activation.
+        ``end_points`` then maps every node name to its activation, or, given ``end_points``
+        (node names), only those and the output's.
 
         In eval mode, when nothing will be recorded for backward (under ``no_grad``, or neither
         ``x`` nor any parameter requires grad), the graph runs through the inference plan
-        (see :mod:`npmobilenet.inference`); the results agree to rounding.
+        (see :mod:`npmobilenet.inference`); the results agree to rounding. Naming the end
+        points one needs (``model(x, end_points=())`` for the output alone) lets the plan reuse
+        every other activation's memory within the call: a fraction of the peak, and faster.
         """
         data = x.data if isinstance(x, Tensor) else np.asarray(x)
         self._check_input(data)
-        return self._run(INPUT, x if isinstance(x, Tensor) else Tensor(data))
+        if end_points is not None:
+            end_points = set(end_points)
+            unknown = sorted(end_points - {node.name for node in self.graph.nodes})
+            if unknown:
+                raise ValueError(f"end_points: no nodes named {unknown} in {self.graph.name!r}")
+        return self._run(INPUT, x if isinstance(x, Tensor) else Tensor(data), end_points)
 
     def forward_from(self, endpoint: str, activation) -> Tensor:
         """Run only the nodes after ``endpoint``, given its activation (e.g. cached features)."""
@@ -98,22 +106,26 @@ class Model:
         """Whether a forward from ``value`` records anything for backward."""
         return is_grad_enabled() and (value.requires_grad or any(p.requires_grad for p in self._params.values()))
 
-    def _run(self, start: str, value: Tensor) -> Tensor:
+    def _run(self, start: str, value: Tensor, keep: set[str] | None = None) -> Tensor:
         # Drop the previous call's activations first: kept until the end of this call they
         # would double the peak memory of a training step (and the plan could not reuse them).
         self.end_points = {}
         if self._records(value):
             self._plan = None  # an optimizer step may follow: the folded weights would be stale
         elif self.fast_inference and not self.training:
-            return self._run_plan(start, value.data)
-        return self._run_ops(start, value)
+            return self._run_plan(start, value.data, keep)
+        output = self._run_ops(start, value)
+        if keep is not None:
+            self.end_points = {name: t for name, t in self.end_points.items()
+                               if name in keep or name == self.graph.output}
+        return output
 
-    def _run_plan(self, start: str, data: np.ndarray) -> Tensor:
+    def _run_plan(self, start: str, data: np.ndarray, keep: set[str] | None) -> Tensor:
         if self._plan is None:
             arrays = {name: p.data for name, p in self._params.items()}
             self._plan = InferencePlan(self.graph, {**arrays, **self._buffers}, self._forward_node)
         with no_grad():
-            values = self._plan(data, start)
+            values = self._plan(data, start, keep)
         self.end_points = {name: Tensor(value) for name, value in values.items()}
         return self.end_points[self.graph.output]
 

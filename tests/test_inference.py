@@ -3,12 +3,14 @@ path: same logits and end points, taken exactly when nothing is recorded, never 
 never overwriting an array a caller still holds."""
 
 import dataclasses
+import math
+import tracemalloc
 
 import numpy as np
 import pytest
 
 import npmobilenet.functional as F
-from npmobilenet import build_model, no_grad
+from npmobilenet import build_model, inference, no_grad
 from npmobilenet.io import convert_file
 from npmobilenet.activations import ACTIVATIONS, activation
 from npmobilenet.autograd import Tensor
@@ -106,6 +108,43 @@ def test_plan_matches_op_path_everywhere(name, dtype, monkeypatch):
     for node, value in model.end_points.items():
         assert value.dtype == dtype and value.shape == expected_points[node].shape, node
         assert _rel(value.data, expected_points[node]) <= TOLERANCE[dtype], node
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+@pytest.mark.parametrize("name", MODELS)
+def test_chunked_high_resolution_layers_give_the_whole_batch_result(name, chunk, monkeypatch):
+    """Batches of 3 in chunks of 1 and 2 (an uneven last chunk) against the plan on the whole
+    batch and the op path: every end point, every dtype."""
+    for dtype in (np.float64, np.float32):
+        model, x = _model(name, dtype)
+        x = np.concatenate([x, x[:1] * 0.5])
+        expected, expected_points = _ops_path(model, x)
+        with no_grad():
+            monkeypatch.setattr(inference, "CHUNK_BYTES", 1 << 40)
+            model(x)
+            whole = {k: t.data.copy() for k, t in model.end_points.items()}
+            values_per_image = model._plan.chunk_values_per_pixel * x.shape[1] * x.shape[2] * x.itemsize
+            monkeypatch.setattr(inference, "CHUNK_BYTES", chunk * values_per_image)
+            assert model._plan.chunk_size(x) == chunk and model._plan.chunked
+            out = model(x)
+        assert out.dtype == dtype and _rel(out.data, expected) <= TOLERANCE[dtype]
+        for node, value in model.end_points.items():
+            assert value.shape == expected_points[node].shape and value.dtype == dtype, node
+            assert _rel(value.data, whole[node]) <= TOLERANCE[dtype], node
+            assert _rel(value.data, expected_points[node]) <= TOLERANCE[dtype], node
+
+
+def test_chunked_results_held_by_the_caller_are_never_overwritten(monkeypatch):
+    model, x = _model("v2-symmetric-odd", np.float32)
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 1)  # one image a chunk
+    with no_grad():
+        first = model(x)
+        points = model.end_points
+        kept = {name: t.data.copy() for name, t in points.items()}
+        model(x[::-1].copy())
+    for name, t in points.items():
+        np.testing.assert_array_equal(t.data, kept[name], err_msg=name)
+    np.testing.assert_array_equal(first.data, kept[model.graph.output])
 
 
 def test_plan_taken_when_nothing_is_recorded(ops_forbidden):
@@ -235,3 +274,64 @@ def test_the_epilogue_is_the_bias_then_the_activation_bit_for_bit(rows, name, dt
     out = bias_activate(y, bias, act.epilogue)
     assert out is y and y.dtype == dtype
     np.testing.assert_array_equal(y, expected)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+@pytest.mark.parametrize("name", ["v2-symmetric-odd", "v3-large-odd", "v4-conv-small-odd-os16", "v1-SAME-odd"])
+def test_naming_the_end_points_keeps_those_with_the_same_values(name, chunk, monkeypatch):
+    model, x = _model(name, np.float64)
+    x = np.concatenate([x, x[:1] * 0.5])
+    wanted = [model.graph.nodes[1].name, model.graph.nodes[len(model.graph.nodes) // 2].name]
+    with no_grad():
+        expected = model(x).data.copy()
+        everything = {k: t.data.copy() for k, t in model.end_points.items()}
+        if chunk is not None:
+            per_image = model._plan.chunk_values_per_pixel * x.shape[1] * x.shape[2] * x.itemsize
+            monkeypatch.setattr(inference, "CHUNK_BYTES", chunk * per_image)
+        out = model(x, end_points=wanted)
+    assert set(model.end_points) == {*wanted, model.graph.output}
+    assert _rel(out.data, expected) <= 1e-12
+    for node in wanted:
+        assert _rel(model.end_points[node].data, everything[node]) <= 1e-12, node
+    model.train()  # the op path filters the same way
+    out = model(x, end_points=wanted)
+    assert set(model.end_points) == {*wanted, model.graph.output}
+
+
+def test_an_unknown_end_point_is_named():
+    model, x = _model("v1-SAME-odd", np.float32)
+    with pytest.raises(ValueError, match="no nodes named \\['Conv2d_99'\\]"):
+        model(x, end_points=["Conv2d_99"])
+
+
+def test_the_output_alone_takes_a_fraction_of_the_memory_and_reuses_it():
+    model = build_model("mobilenet_v2", depth_multiplier=0.5, input_size=96, num_classes=10, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((8, 96, 96, 3)).astype(np.float32)
+
+    def peak(**options):
+        model.eval()  # a new plan: its arrays are allocated again
+        model.end_points = {}  # ... and the last call's are gone before measuring
+        tracemalloc.reset_peak()
+        start, _ = tracemalloc.get_traced_memory()
+        result = model(x, **options)
+        return result, tracemalloc.get_traced_memory()[1] - start
+
+    with no_grad():
+        model(x), model(x, end_points=())  # kernels compiled before anything is measured
+        tracemalloc.start()
+        try:
+            _, every_end_point = peak()
+            first, output_only = peak(end_points=())
+            kept = first.data.copy()
+            tracemalloc.reset_peak()
+            before, _ = tracemalloc.get_traced_memory()
+            second = model(x[::-1].copy(), end_points=())
+            again = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+    activations = sum(math.prod(node.out_shape) for node in model.graph.nodes) * 8 * 4
+    assert every_end_point > activations
+    assert output_only < every_end_point / 2, (output_only, every_end_point)
+    assert again < output_only / 10, (again, output_only)  # the pool's blocks were reused
+    np.testing.assert_array_equal(first.data, kept)  # ... except the one the caller holds
+    assert not np.array_equal(first.data, second.data)
