@@ -96,7 +96,7 @@ def _ours(arch: str, kind: str, batch: int, size: int):
 
         def infer():
             with no_grad():
-                model(x)
+                model(x, end_points=())  # the output alone, as the other frameworks return
         return infer
     labels = rng.integers(0, 1000, batch)
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
