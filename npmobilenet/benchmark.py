@@ -2,8 +2,9 @@
 
 Every framework runs in a worker process of its own (:func:`serve`), so no framework's thread
 pool, allocator or caches are shared with another's. The workers take turns: in each of
-``ROUNDS`` rounds every framework runs one untimed call (its thread pool wakes up) and then
-``repeats`` timed calls back to back, its steady state; medians over the rounds and the ratios
+``ROUNDS`` rounds every framework, after a pause in which the last one's idle threads stop
+spinning, runs one untimed call (its thread pool wakes up) and then ``repeats`` timed calls
+back to back, its steady state; medians over the rounds and the ratios
 between them are measured in the same run. (Calls taken one at a time with pauses between would
 time waking idle threads instead: on this project's 2-core virtual machines a v1 inference took
 7.5 ms back to back and 13-65 ms after a 1-200 ms pause.) Workloads are float32, 2 threads:
@@ -48,6 +49,7 @@ SCALING = ([("mobilenet_v2", "inference", batch, SIZE) for batch in (1, 8, 32, 6
            + [("mobilenet_v2", "inference", 8, size) for size in (96, 160, 320)])
 THREADS = 2
 ROUNDS = 3
+SETTLE = 0.3  # seconds before each turn: the last worker's idle threads stop spinning
 
 
 # --- inside a worker process -------------------------------------------------------------
@@ -238,7 +240,8 @@ class Worker:
         return self.ask({"setup": workload if workload == "sgemm" else [self.framework, *workload]})["ready"]
 
     def time_block(self, calls: int) -> list[float]:
-        """``calls`` timed calls back to back, after an untimed one."""
+        """``calls`` timed calls back to back, after a pause and an untimed call."""
+        time.sleep(SETTLE)
         return self.ask({"run": calls + 1})["seconds"][1:]
 
     def close(self) -> None:

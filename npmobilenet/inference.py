@@ -43,7 +43,7 @@ from .kinds import KINDS
 # Layers whose output stride (input side / output side) is at most this run chunk by chunk.
 CHUNK_STRIDE = 8
 # Images per chunk: as many as keep the largest chunked activation within this many bytes.
-CHUNK_BYTES = 6 << 20
+CHUNK_BYTES = 12 << 20
 
 
 def _unheld(array: np.ndarray) -> bool:
