@@ -49,13 +49,29 @@ def connect(workers: int | None = None, scheduler: str | None = None):
         with client:
             yield Dask(client, distributed)
         return
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=logging.ERROR,
-                                  env=dict.fromkeys(THREAD_VARIABLES, threads)) as cluster, \
-            distributed.Client(cluster) as client:
+    threads = dict.fromkeys(THREAD_VARIABLES, str(max(1, (os.cpu_count() or 1) // workers)))
+    with _spawn_environ(threads):
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.ERROR)
+    with cluster, distributed.Client(cluster) as client:
         client.run(reuse_freed_memory)  # these processes are ours, as the command line's own
         yield Dask(client, distributed)
+
+
+@contextmanager
+def _spawn_environ(values: dict[str, str]):
+    """``os.environ`` with ``values`` while the block starts worker processes, then as it was.
+
+    The workers inherit it when they are spawned; Dask's ``env`` option would come too late
+    (a worker imports numpy, whose OpenBLAS reads its thread count once, before applying it),
+    and its nanny writes its own defaults (one BLAS thread) into this process's environment."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class Dask:

@@ -115,3 +115,27 @@ def test_a_killed_sharded_run_resumes_with_every_image_once(capsys, tmp_path, mo
     assert Counter(r["path"] for r in records) == Counter(p for p, _ in expand_inputs([str(images)]))
     single = one_thread_run("predict", "--weights", model_file, images, "--format", "json", "--batch-size", 1)[1]
     assert records == json_lines(single)
+
+
+def _pools() -> tuple[int, list[int]]:
+    from threadpoolctl import threadpool_info
+    import numba
+
+    import numpy  # noqa: F401 -- its OpenBLAS is what the forward passes use
+    return numba.config.NUMBA_NUM_THREADS, [pool["num_threads"] for pool in threadpool_info()
+                                            if pool["internal_api"] == "openblas"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_local_workers_share_the_cores_in_numba_and_openblas(workers):
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl (from scikit-learn) reads OpenBLAS's pools")
+    from npmobilenet.cluster import connect
+
+    share = max(1, (os.cpu_count() or 1) // workers)
+    before = dict(os.environ)
+    with connect(workers=workers) as dask:
+        pools = dask.client.run(_pools)
+    assert dict(os.environ) == before  # the client's own settings untouched
+    # OpenBLAS reads its count when numpy loads, before Dask applies a worker's `env` (and
+    # Dask's own default is 1): the counts must be in place when the worker process starts.
+    assert list(pools.values()) == [(share, [share])] * workers
