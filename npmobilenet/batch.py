@@ -174,10 +174,12 @@ def cached_model(path: str):
         return _models[key]
 
 
-def forward_records(model, lock, entries: list, batch_size: int, threads: int, take) -> list:
+def forward_records(model, lock, entries: list, batch_size: int, threads: int, take, end_points=()) -> list:
     """The records of ``entries`` (``(path, error)``): images decoded by ``threads`` threads and
-    run ``batch_size`` at a time; ``take(model, output) -> [result or None per row]`` (called
-    holding ``lock``) turns each batch's output into results, None for a row that is not finite."""
+    run ``batch_size`` at a time, keeping the output and the ``end_points`` named (the plan
+    reuses the other activations' memory); ``take(model, output) -> [result or None per row]``
+    (called holding ``lock``) turns each batch's output into results, None for a row that is
+    not finite."""
     records = []
     with ThreadPoolExecutor(threads) as pool:
         for start in range(0, len(entries), batch_size):
@@ -187,7 +189,8 @@ def forward_records(model, lock, entries: list, batch_size: int, threads: int, t
             results = {}
             if good:
                 with lock, no_grad():
-                    results = dict(zip(good, take(model, model(np.stack([decoded[i] for i in good])))))
+                    output = model(np.stack([decoded[i] for i in good]), end_points=end_points)
+                    results = dict(zip(good, take(model, output)))
             for i, (path, _) in enumerate(batch):
                 if i not in results:
                     records.append((path, None, decoded[i]))

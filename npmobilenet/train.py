@@ -247,7 +247,7 @@ def cache_features(model: Model, loader, endpoint: str) -> tuple[np.ndarray, np.
     features, labels = [], []
     with no_grad():
         for x, y in loader.epoch(0):
-            model(x)
+            model(x, end_points=(endpoint,))
             features.append(model.end_points[endpoint].data)
             labels.append(y)
     model.train(training)
@@ -283,7 +283,7 @@ def evaluate(model: Model, loader, num_classes: int, forward=None, comm: Communi
     Top-5 is None for five classes or fewer, where every label is in the top five; a class
     without images has per-class accuracy None. With ``comm`` each process evaluates its share
     of every batch of ``loader`` (an :class:`~npmobilenet.data.Epochs`) and all get the totals."""
-    forward = forward or model
+    forward = forward or (lambda x: model(x, end_points=()))  # the logits alone: less memory
     comm = comm or Communicator()
     training = model.training
     model.eval()

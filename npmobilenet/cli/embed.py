@@ -72,7 +72,8 @@ def embed_shard(options: Options, entries: list) -> list:
         rows = values.reshape(len(values), -1)
         return [row.copy() if np.isfinite(row).all() else None for row in rows]
 
-    return forward_records(model, lock, entries, options.batch_size, options.decode_threads, take)
+    return forward_records(model, lock, entries, options.batch_size, options.decode_threads, take,
+                           end_points=(options.endpoint,))
 
 
 def render(width: int, records: list) -> dict[str, bytes]:
