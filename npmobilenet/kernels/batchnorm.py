@@ -9,7 +9,7 @@ chunks processed in parallel, each with its own partial sums, reduced at the end
 (NaN, which never compares true) for none.
 
 Readable references (the formulas, in NumPy): ``reference.batch_statistics_reference``,
-``normalize_activate_reference``, ``bias_activate_reference``, ``batch_norm_backward_reference``.
+``normalize_activate_reference``, ``batch_norm_backward_reference``.
 """
 
 from __future__ import annotations
@@ -73,45 +73,6 @@ def _normalize_activate(x, scale, offset, clip_max, out):
                 v = min(max(v, 0), clip_max)
             out[i, c] = v
     return out
-
-
-# Below this many elements the bias + activation epilogue runs on one thread: waking the pool
-# costs more than the pass (measured on 2 cores: ~40 us per parallel region).
-EPILOGUE_PARALLEL_MIN_SIZE = 400_000
-
-
-@numba.njit(cache=CACHE)
-def _bias_activate_span(y, bias, clip_max, start, stop):
-    activate = not np.isnan(clip_max)
-    for i in range(start, stop):
-        for c in range(y.shape[1]):
-            v = y[i, c] + bias[c]
-            if activate:
-                v = min(max(v, 0), clip_max)
-            y[i, c] = v
-
-
-@numba.njit(parallel=True, cache=CACHE)
-def _bias_activate_chunks(y, bias, clip_max, chunks):
-    rows = y.shape[0]
-    per = (rows + chunks - 1) // chunks
-    for k in numba.prange(chunks):
-        _bias_activate_span(y, bias, clip_max, k * per, min(rows, (k + 1) * per))
-
-
-def bias_activate(y2d: np.ndarray, bias: np.ndarray, clip_max) -> np.ndarray:
-    """In place: y = clip(y + bias, 0, clip_max) per channel of (M, C) (no clip for NaN).
-
-    The epilogue of a convolution whose eval-mode batch norm was folded into its weights.
-    """
-    if switch.REFERENCE:
-        return reference.bias_activate_reference(y2d, bias, clip_max)
-    clip_max = y2d.dtype.type(clip_max)  # a float64 bound would widen the float32 loop
-    if y2d.size >= EPILOGUE_PARALLEL_MIN_SIZE and numba.get_num_threads() > 1:
-        _bias_activate_chunks(y2d, bias, clip_max, 4 * numba.get_num_threads())
-    else:
-        _bias_activate_span(y2d, bias, clip_max, 0, y2d.shape[0])
-    return y2d
 
 
 @numba.njit(parallel=True, cache=CACHE)

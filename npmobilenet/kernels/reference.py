@@ -166,13 +166,6 @@ def epilogue_reference(y2d, bias, code, clip_max):
     return y2d
 
 
-def bias_activate_reference(y2d, bias, clip_max):
-    """In place: y = clip(y + bias, 0, clip_max), the epilogue of a convolution whose eval-mode
-    batch norm was folded into its weights."""
-    y2d[...] = _activate(y2d + bias, clip_max)
-    return y2d
-
-
 def batch_norm_backward_reference(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats,
                                   needs_input):
     """Gradients (x, gamma, beta) of ``out = act(gamma * x_hat + beta)``, x_hat = (x - mean) * inv_std.
