@@ -16,6 +16,7 @@ without MPI is the single process, whose collectives return their input.
 
 from __future__ import annotations
 
+import builtins
 from functools import cache
 
 import numpy as np
@@ -91,8 +92,9 @@ class Communicator:
         except Exception as caught:  # noqa: BLE001 -- handed to every process, then raised
             result, error = None, caught
         if self.size > 1:
-            errors = self.comm.allgather(_portable(error))
-            error = error or next((e for e in errors if e is not None), None)
+            described = self.comm.allgather(None if error is None else _describe(error))
+            first = next((d for d in described if d is not None), None)
+            error = error or (None if first is None else _rebuild(*first))
         if error is not None:
             self.agreed = error
             raise error
@@ -110,16 +112,20 @@ class Communicator:
             self.comm.Abort(code)
 
 
-def _portable(error: BaseException | None):
-    """``error`` if it survives pickling, else a RuntimeError with its message."""
-    if error is None:
-        return None
-    import pickle
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:  # noqa: BLE001 -- any unpicklable exception
-        return RuntimeError(str(error))
+def _describe(error: BaseException) -> tuple[str, str]:
+    """What another process needs to raise ``error`` too: the name of its nearest built-in
+    exception class and its message (plain strings: nothing of the object itself travels)."""
+    builtin = next(kind for kind in type(error).__mro__ if kind.__module__ == "builtins")
+    return builtin.__name__, str(error)
+
+
+def _rebuild(name: str, message: str) -> Exception:
+    """The error another process described: the built-in exception class of that name (the
+    command line's message and exit code follow it), else a RuntimeError with the message."""
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return kind(message)
+    return RuntimeError(message)
 
 
 class GradientBuckets:
