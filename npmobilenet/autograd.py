@@ -290,7 +290,12 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def _backpropagate(root: Tensor, grad: np.ndarray) -> None:
     tracer = tracing.ACTIVE
     grads = {id(root): grad}
-    for tensor in reversed(_topological_order(root)):
+    # Outputs before inputs; each tensor is let go once its op's vjp has run, and each op its
+    # inputs, so an activation nothing else holds is freed as soon as the last vjp reading it
+    # has run: the peak of a backward pass is the forward's saved arrays, not twice them.
+    pending = _topological_order(root)
+    while pending:
+        tensor = pending.pop()
         g = grads.pop(id(tensor), None)
         if g is None:
             continue
@@ -313,7 +318,8 @@ def _backpropagate(root: Tensor, grad: np.ndarray) -> None:
             tracer.record_backward(node.op.name, tensor, node.inputs, input_grads,
                                    time.perf_counter() - started)
         node.saved = _RELEASED
-        for index, (t, need, gi) in enumerate(zip(node.inputs, needs, input_grads)):
+        inputs, node.inputs = node.inputs, ()
+        for index, (t, need, gi) in enumerate(zip(inputs, needs, input_grads)):
             if not need:
                 continue
             if gi is None:

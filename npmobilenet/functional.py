@@ -54,6 +54,18 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
                  training=training, momentum=momentum, eps=eps, activation=activation)
 
 
+def depthwise_batch_norm(x, w, gamma, beta, stride=1, padding="SAME", dilation=1, running_mean=None,
+                         running_var=None, training=True, momentum=0.1, eps=1e-3,
+                         activation=None) -> Tensor:
+    """``batch_norm(depthwise_conv2d(x, w, ...), gamma, beta, ...)`` as one op, equal to the two
+    to the last bit, that keeps no copy of the convolution's output for backward (it is
+    recomputed there): the memory of a training step's depthwise outputs, for one more
+    depthwise convolution in backward."""
+    return apply("depthwise_batch_norm", x, w, gamma, beta, stride=stride, padding=padding,
+                 dilation=dilation, running_mean=running_mean, running_var=running_var,
+                 training=training, momentum=momentum, eps=eps, activation=activation)
+
+
 def relu(x) -> Tensor:
     return apply("relu", x)
 

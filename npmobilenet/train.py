@@ -350,7 +350,8 @@ class Trainer:
         self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
         self.run = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
         self.out_dir = self.run.path
-        self.config, self.forward = config, forward or model
+        # The logits alone: backward then frees each activation after its last gradient.
+        self.config, self.forward = config, forward or (lambda x: model(x, end_points=()))
         self.progress, self.report = progress and self.comm.root, report and self.comm.root
         self.overwrite, self.resumed = overwrite, False
         self.num_classes = model.graph.options.num_classes

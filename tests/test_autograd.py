@@ -69,3 +69,22 @@ def test_a_wrong_gradient_shape_is_caught():
             y.sum().backward()
     finally:
         del REGISTRY["bad_vjp"]
+
+
+def test_backward_frees_each_activation_after_its_last_vjp():
+    """An activation nobody else holds is gone before backward reaches the graph's input."""
+    import weakref
+
+    x = Tensor(np.linspace(-1.0, 1.0, 12).reshape(3, 4), requires_grad=True)
+
+    def loss_and_activation_refs():
+        hidden = F.relu(F.mul(x, 2.0))
+        return F.sum(F.mul(hidden, 3.0)), weakref.ref(hidden.data)
+
+    loss, hidden_data = loss_and_activation_refs()
+    alive_when_input_reached = []
+    x.register_hook(lambda g: alive_when_input_reached.append(hidden_data() is not None))
+    assert hidden_data() is not None  # the recorded graph holds it until backward
+    loss.backward()
+    assert alive_when_input_reached == [False]
+    np.testing.assert_array_equal(x.grad, np.where(x.data > 0, 6.0, 0.0))

@@ -54,7 +54,7 @@ def test_a_v2_training_step_lists_every_op_once(counted_ops):
         twin = records[r["forward"]]
         assert (r["op"], r["node"], r["inputs"], r["output"]) == (twin["op"], twin["node"], twin["inputs"], twin["output"])
     assert {r["node"] for r in forward} == {n.name for n in model.graph.nodes} | {None}
-    assert [r["op"] for r in forward if r["node"] == "expanded_conv_2/depthwise"] == ["depthwise_conv2d", "batch_norm"]
+    assert [r["op"] for r in forward if r["node"] == "expanded_conv_2/depthwise"] == ["depthwise_batch_norm"]
     for r in records:
         assert FIELDS <= set(r) and r["dtype"] == "float32" and r["seconds"] >= 0
     for r in forward:
@@ -143,7 +143,7 @@ def test_train_and_predict_write_their_trace(tmp_path, capsys):
                  "--trace", str(tmp_path / "train.json")]) == 0
     records = json.loads((tmp_path / "train.json").read_text())
     phases = Counter((r["op"], r["phase"]) for r in records)
-    assert phases["depthwise_conv2d", "forward"] >= 13 and phases["depthwise_conv2d", "backward"] >= 13
+    assert phases["depthwise_batch_norm", "forward"] >= 13 and phases["depthwise_batch_norm", "backward"] >= 13
     assert {r["node"] for r in records} >= {"Conv2d_0", "Conv2d_13_pointwise", "Logits"}
 
     image = str(tmp_path / "data" / "cat" / "0.png")

@@ -111,8 +111,11 @@ def _grad_input(g, x, out, mean, inv_std, scale, sum_g, sum_g_xhat, count, clip_
     return gx
 
 
-def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input, reduction=None):
-    """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype.
+def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input, reduction=None,
+             grad_out=None):
+    """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype. The
+    input's gradient goes into ``grad_out`` when given: a new (M, C) array, or ``x2d`` itself
+    (each element is read before it is written).
 
     ``reduction`` (synchronised batch norm): ``(sum, count)``, where ``sum(a, b)`` adds the
     per-channel sums over the processes and ``count`` is the global batch's rows; the input
@@ -120,8 +123,12 @@ def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs
     kernels have no such mode: it uses the fast ones).
     """
     if switch.REFERENCE and reduction is None:
-        return reference.batch_norm_backward_reference(g2d, x2d, out2d, mean, inv_std, gamma,
-                                                       clip_max, batch_stats, needs_input)
+        gx, g_gamma, g_beta = reference.batch_norm_backward_reference(
+            g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input)
+        if gx is not None and grad_out is not None:
+            grad_out[...] = gx
+            gx = grad_out
+        return gx, g_gamma, g_beta
     rows = g2d.shape[0]
     sum_g, sum_g_xhat = _masked_sums(g2d, x2d, out2d, mean, inv_std, clip_max, _chunks(rows))
     dtype = g2d.dtype
@@ -133,5 +140,5 @@ def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs
             total_g, total_g_xhat = reduce(sum_g, sum_g_xhat)
         gx = _grad_input(g2d, x2d, out2d, mean, inv_std, gamma * inv_std, total_g.astype(dtype),
                          total_g_xhat.astype(dtype), dtype.type(count), clip_max, batch_stats,
-                         np.empty_like(g2d))
+                         np.empty_like(g2d) if grad_out is None else grad_out)
     return gx, sum_g_xhat.astype(dtype), sum_g.astype(dtype)

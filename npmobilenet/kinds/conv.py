@@ -5,8 +5,9 @@ Attributes: ``kernel`` [kh, kw], ``stride``, ``dilation``, ``padding`` (as the g
 accepts it), ``in_channels``, ``out_channels`` (a depthwise node keeps its channels),
 ``activation`` (a name from :mod:`npmobilenet.activations`) and ``batch_norm`` {eps, momentum}.
 
-Training runs ``conv2d``/``depthwise_conv2d`` then ``batch_norm`` with a clamp-type activation
-fused in (others follow as their own ops). Inference folds the batch norm into the weights,
+Training runs ``conv2d`` then ``batch_norm``, or ``depthwise_batch_norm`` (the two as one op
+that recomputes the convolution in backward rather than keep its output), with a clamp-type
+activation fused in (others follow as their own ops). Inference folds the batch norm into the weights,
 ``W' = W * gamma / sqrt(var + eps)`` and ``b' = beta - mean * gamma / sqrt(var + eps)``, and runs
 the same convolution code into a reused buffer with bias and activation (any of them) in its
 epilogue.
@@ -48,22 +49,36 @@ def _layout(attrs: dict, input_shapes: list[tuple], depthwise: bool) -> Layout:
         weights=weights, macs=geometry.out_hw[0] * geometry.out_hw[1] * weights)
 
 
-def batch_norm_activation(model, node, y):
-    """The node's batch norm (batch statistics while training, unless frozen) and activation."""
+def _batch_norm_arguments(model, node) -> tuple[list, dict, object]:
+    """The batch norm's arrays and options (batch statistics while training, unless frozen),
+    and the node's activation (fused into the batch norm when it is a clamp)."""
     bn, act = node.attrs["batch_norm"], activation(node.attrs["activation"])
-    y = F.batch_norm(y, *(model.param(node, key) for key in BATCH_NORM[:2]),
-                     *(model.buffer(node, key) for key in BATCH_NORM[2:]),
-                     training=model.training and node.name not in model.frozen,
-                     momentum=bn["momentum"], eps=bn["eps"],
-                     activation=act.name if act.fusable else None)
+    arrays = [*(model.param(node, key) for key in BATCH_NORM[:2]),
+              *(model.buffer(node, key) for key in BATCH_NORM[2:])]
+    options = {"training": model.training and node.name not in model.frozen,
+               "momentum": bn["momentum"], "eps": bn["eps"],
+               "activation": act.name if act.fusable else None}
+    return arrays, options, act
+
+
+def batch_norm_activation(model, node, y):
+    """The node's batch norm and activation on ``y``."""
+    (gamma, beta, mean, variance), options, act = _batch_norm_arguments(model, node)
+    y = F.batch_norm(y, gamma, beta, mean, variance, **options)
     return y if act.fusable else act.apply(y)
 
 
 def _forward(model, node, x):
     a = node.attrs
-    convolve = F.depthwise_conv2d if node.op == "depthwise" else F.conv2d
-    y = convolve(x, model.param(node, "weights"), a["stride"], a["padding"], a["dilation"])
-    return batch_norm_activation(model, node, y)
+    weights = model.param(node, "weights")
+    if node.op == "conv":
+        y = F.conv2d(x, weights, a["stride"], a["padding"], a["dilation"])
+        return batch_norm_activation(model, node, y)
+    # One op, which recomputes the convolution in backward instead of keeping its output.
+    (gamma, beta, mean, variance), options, act = _batch_norm_arguments(model, node)
+    y = F.depthwise_batch_norm(x, weights, gamma, beta, a["stride"], a["padding"], a["dilation"],
+                               mean, variance, **options)
+    return y if act.fusable else act.apply(y)
 
 
 def fold_batch_norm(node, weights, gamma, beta, mean, variance) -> tuple[np.ndarray, np.ndarray]:

@@ -39,40 +39,35 @@ def synchronised(reducer):
         _REDUCER.reset(token)
 
 
-def _check(x, gamma, beta, running_mean, running_var, training, activation, reducer):
+def check(x, gamma, beta, running_mean, running_var, training, activation, op="batch_norm",
+          subject="x") -> None:
+    """Raise a ValueError naming ``op`` and the bad operand; ``subject`` names what ``x`` is."""
     if activation not in CLIP_MAX:
-        raise ValueError(f"batch_norm: activation must be one of {list(CLIP_MAX)}, got {activation!r}")
+        raise ValueError(f"{op}: activation must be one of {list(CLIP_MAX)}, got {activation!r}")
     channels = x.shape[-1] if x.ndim else 0
     for name, array in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
                         ("running_var", running_var)):
         if array is None:
             if name.startswith("running") and not training:
-                raise ValueError(f"batch_norm: {name} is required in inference mode")
+                raise ValueError(f"{op}: {name} is required in inference mode")
             continue
         if array.shape != (channels,):
-            raise ValueError(f"batch_norm: {name} must have shape ({channels},) for x {x.shape}, "
+            raise ValueError(f"{op}: {name} must have shape ({channels},) for {subject} {x.shape}, "
                              f"got {array.shape}")
         if array.dtype != x.dtype:
-            raise ValueError(f"batch_norm: {name} dtype {array.dtype} differs from x dtype {x.dtype}")
-    if training and reducer is None and x.size // max(channels, 1) < 2:
-        raise ValueError(f"batch_norm: training needs more than one value per channel, x {x.shape}")
+            raise ValueError(f"{op}: {name} dtype {array.dtype} differs from {subject} dtype {x.dtype}")
+    if training and _REDUCER.get() is None and x.size // max(channels, 1) < 2:
+        raise ValueError(f"{op}: training needs more than one value per channel, {subject} {x.shape}")
 
 
-def batch_norm_vjp(g, saved, needs):
-    x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, reduction = saved
-    gx, g_gamma, g_beta = kernels.backward(np.ascontiguousarray(g).reshape(out2d.shape), x2d, out2d,
-                                           mean, inv_std, gamma, clip_max, batch_stats, needs[0],
-                                           reduction)
-    return (None if gx is None else gx.reshape(g.shape)), g_gamma, g_beta
-
-
-@register("batch_norm", ("x", "gamma", "beta"), batch_norm_vjp)
-def batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
-                       momentum=0.1, eps=1e-3, activation=None):
+def normalize(x2d, gamma, beta, running_mean, running_var, training, momentum, eps, activation,
+              out=None):
+    """The forward pass on an (M, C) array: ``(out2d, statistics)``, where ``statistics`` is
+    what :func:`normalize_backward` needs besides the input and the output. ``out`` may be
+    ``x2d`` itself, when nothing needs the input afterwards. The operands are checked first
+    (:func:`check`)."""
     reducer = _REDUCER.get() if training else None
-    _check(x, gamma, beta, running_mean, running_var, training, activation, reducer)
-    dtype = x.dtype
-    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    dtype = x2d.dtype
     reduction = None
     if training:
         mean64, var64 = kernels.batch_statistics(x2d)
@@ -91,5 +86,31 @@ def batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, trai
         mean, inv_std = running_mean, 1 / np.sqrt(running_var + np.asarray(eps, dtype))
     scale = gamma * inv_std
     clip_max = CLIP_MAX[activation]
-    out2d = kernels.normalize_activate(x2d, scale, beta - mean * scale, clip_max, np.empty_like(x2d))
-    return out2d.reshape(x.shape), (x2d, out2d, mean, inv_std, gamma, clip_max, training, reduction)
+    out2d = kernels.normalize_activate(x2d, scale, beta - mean * scale, clip_max,
+                                       np.empty_like(x2d) if out is None else out)
+    return out2d, (mean, inv_std, gamma, clip_max, training, reduction)
+
+
+def normalize_backward(g2d, x2d, out2d, statistics, needs_input, grad_out=None):
+    """Gradients (x, gamma, beta) of :func:`normalize`, all (M, C) or (C,); the input's is
+    written into ``grad_out`` when given (which may be ``x2d``)."""
+    mean, inv_std, gamma, clip_max, batch_stats, reduction = statistics
+    return kernels.backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats,
+                            needs_input, reduction, grad_out)
+
+
+def batch_norm_vjp(g, saved, needs):
+    x2d, out2d, statistics = saved
+    gx, g_gamma, g_beta = normalize_backward(np.ascontiguousarray(g).reshape(out2d.shape), x2d, out2d,
+                                             statistics, needs[0])
+    return (None if gx is None else gx.reshape(g.shape)), g_gamma, g_beta
+
+
+@register("batch_norm", ("x", "gamma", "beta"), batch_norm_vjp)
+def batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
+                       momentum=0.1, eps=1e-3, activation=None):
+    check(x, gamma, beta, running_mean, running_var, training, activation)
+    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    out2d, statistics = normalize(x2d, gamma, beta, running_mean, running_var, training, momentum,
+                                  eps, activation)
+    return out2d.reshape(x.shape), (x2d, out2d, statistics)

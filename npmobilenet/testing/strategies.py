@@ -230,6 +230,24 @@ def _batch_norm_case(draw):
 
 
 @st.composite
+def _depthwise_batch_norm_case(draw):
+    """A depthwise convolution's operands and a batch norm over its output's channels (batch
+    statistics need two output values per channel: the batch is doubled when there is one)."""
+    geometry = draw(conv_geometry(depthwise=True))
+    x, w = geometry.arrays(np.float64, draw(_seed()))
+    norm = draw(_batch_norm_case())
+    attrs = {**geometry.attrs, **norm.attrs}
+    rng = np.random.default_rng(draw(_seed()))
+    channels = w.shape[2] * w.shape[3]
+    if not attrs["training"]:
+        attrs.update(running_mean=rng.standard_normal(channels), running_var=rng.uniform(0.5, 2, channels))
+    elif x.shape[0] * geometry.out_hw[0] * geometry.out_hw[1] < 2:
+        x = np.concatenate([x, -x])
+    gamma, beta = rng.uniform(0.5, 4, channels), rng.standard_normal(channels) * 2
+    return OpCase("depthwise_batch_norm", (x, w, gamma, beta), attrs)
+
+
+@st.composite
 def _pool_case(draw):
     geometry = draw(conv_geometry(max_dilation=1, max_kernel=3, max_pad=1))
     kernel = geometry.kernel
@@ -283,6 +301,7 @@ def _cross_entropy_case(draw):
 _OP_CASES = {
     "conv2d": lambda: _conv_case("conv2d"),
     "depthwise_conv2d": lambda: _conv_case("depthwise_conv2d"),
+    "depthwise_batch_norm": _depthwise_batch_norm_case,
     "add": lambda: _broadcast_pair("add"),
     "mul": lambda: _broadcast_pair("mul"),
     "sub": lambda: _broadcast_pair("sub"),

@@ -70,6 +70,10 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
     return ACTIVATIONS[activation](out.reshape(x.shape))
 
 
+def depthwise_batch_norm(x, w, gamma, beta, stride=1, padding="SAME", dilation=1, **norm):
+    return batch_norm(depthwise_conv2d(x, w, stride, padding, dilation), gamma, beta, **norm)
+
+
 def avg_pool2d(x, kernel, stride=None, padding="VALID"):
     kernel = _pair(kernel)
     stride = kernel if stride is None else _pair(stride)
@@ -88,6 +92,7 @@ TWINS = {
     "conv2d": conv2d,
     "depthwise_conv2d": depthwise_conv2d,
     "batch_norm": batch_norm,
+    "depthwise_batch_norm": depthwise_batch_norm,
     "avg_pool2d": avg_pool2d,
     "global_avg_pool": lambda x: x.mean(dim=(1, 2)),
     "add": lambda a, b: a + b,
