@@ -76,8 +76,10 @@ def _normalize_activate(x, scale, offset, clip_max, out):
 
 
 @numba.njit(parallel=True, cache=CACHE)
-def _masked_sums(g, x, out, mean, inv_std, clip_max, chunks):
-    """Per-channel sums of gm and gm * x_hat, where gm is g masked by the activation."""
+def _masked_sums(g, x, mean, inv_std, scale, offset, clip_max, chunks):
+    """Per-channel sums of gm and gm * x_hat, where gm is g masked by the activation (whose
+    input ``x * scale + offset`` is recomputed as the forward pass did, to the last bit, rather
+    than read back from the output: one array less to stream)."""
     rows, channels = g.shape
     activate = not np.isnan(clip_max)
     s1 = np.zeros((chunks, channels))
@@ -87,7 +89,7 @@ def _masked_sums(g, x, out, mean, inv_std, clip_max, chunks):
         for i in range(k * per, min(rows, (k + 1) * per)):
             for c in range(channels):
                 gm = g[i, c]
-                if activate and not (0 < out[i, c] < clip_max):
+                if activate and not (0 < x[i, c] * scale[c] + offset[c] < clip_max):
                     gm = 0
                 s1[k, c] += gm
                 s2[k, c] += gm * ((x[i, c] - mean[c]) * inv_std[c])
@@ -95,13 +97,13 @@ def _masked_sums(g, x, out, mean, inv_std, clip_max, chunks):
 
 
 @numba.njit(parallel=True, cache=CACHE)
-def _grad_input(g, x, out, mean, inv_std, scale, sum_g, sum_g_xhat, count, clip_max, batch_stats, gx):
+def _grad_input(g, x, mean, inv_std, scale, offset, sum_g, sum_g_xhat, count, clip_max, batch_stats, gx):
     rows, channels = g.shape
     activate = not np.isnan(clip_max)
     for i in numba.prange(rows):
         for c in range(channels):
             gm = g[i, c]
-            if activate and not (0 < out[i, c] < clip_max):
+            if activate and not (0 < x[i, c] * scale[c] + offset[c] < clip_max):
                 gm = 0
             if batch_stats:
                 x_hat = (x[i, c] - mean[c]) * inv_std[c]
@@ -111,11 +113,12 @@ def _grad_input(g, x, out, mean, inv_std, scale, sum_g, sum_g_xhat, count, clip_
     return gx
 
 
-def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input, reduction=None,
+def backward(g2d, x2d, mean, inv_std, gamma, offset, clip_max, batch_stats, needs_input, reduction=None,
              grad_out=None):
-    """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype. The
-    input's gradient goes into ``grad_out`` when given: a new (M, C) array, or ``x2d`` itself
-    (each element is read before it is written).
+    """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype and
+    ``offset`` the forward pass's (``beta - mean * gamma * inv_std``). The input's gradient goes
+    into ``grad_out`` when given: a new (M, C) array, or ``x2d`` itself (each element is read
+    before it is written).
 
     ``reduction`` (synchronised batch norm): ``(sum, count)``, where ``sum(a, b)`` adds the
     per-channel sums over the processes and ``count`` is the global batch's rows; the input
@@ -124,13 +127,14 @@ def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs
     """
     if switch.REFERENCE and reduction is None:
         gx, g_gamma, g_beta = reference.batch_norm_backward_reference(
-            g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs_input)
+            g2d, x2d, mean, inv_std, gamma, offset, clip_max, batch_stats, needs_input)
         if gx is not None and grad_out is not None:
             grad_out[...] = gx
             gx = grad_out
         return gx, g_gamma, g_beta
     rows = g2d.shape[0]
-    sum_g, sum_g_xhat = _masked_sums(g2d, x2d, out2d, mean, inv_std, clip_max, _chunks(rows))
+    scale = gamma * inv_std  # as the forward pass computed it
+    sum_g, sum_g_xhat = _masked_sums(g2d, x2d, mean, inv_std, scale, offset, clip_max, _chunks(rows))
     dtype = g2d.dtype
     gx = None
     if needs_input:
@@ -138,7 +142,7 @@ def backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats, needs
         if reduction is not None:
             reduce, count = reduction
             total_g, total_g_xhat = reduce(sum_g, sum_g_xhat)
-        gx = _grad_input(g2d, x2d, out2d, mean, inv_std, gamma * inv_std, total_g.astype(dtype),
+        gx = _grad_input(g2d, x2d, mean, inv_std, scale, offset, total_g.astype(dtype),
                          total_g_xhat.astype(dtype), dtype.type(count), clip_max, batch_stats,
                          np.empty_like(g2d) if grad_out is None else grad_out)
     return gx, sum_g_xhat.astype(dtype), sum_g.astype(dtype)

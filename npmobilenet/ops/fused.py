@@ -25,11 +25,11 @@ def _convolve(x, w, geometry):
 
 
 def depthwise_batch_norm_vjp(g, saved, needs):
-    x, w, geometry, out2d, statistics = saved
-    y2d = _convolve(x, w, geometry).reshape(out2d.shape)
+    x, w, geometry, statistics = saved
+    y2d = _convolve(x, w, geometry).reshape(-1, g.shape[-1])
     needs_conv = needs[0] or needs[1]
     # The input's gradient overwrites the recomputed output: one temporary array, not two.
-    gy, g_gamma, g_beta = normalize_backward(np.ascontiguousarray(g).reshape(out2d.shape), y2d, out2d,
+    gy, g_gamma, g_beta = normalize_backward(np.ascontiguousarray(g).reshape(y2d.shape), y2d,
                                              statistics, needs_conv, grad_out=y2d)
     del y2d
     gx = gw = None
@@ -54,6 +54,6 @@ def depthwise_batch_norm_forward(x, w, gamma, beta, stride=1, padding="SAME", di
           "the convolution's output")
     y2d = y.reshape(-1, y.shape[-1])
     # Normalised in place: the convolution's output is not needed once its statistics are known.
-    out2d, statistics = normalize(y2d, gamma, beta, running_mean, running_var, training, momentum,
-                                  eps, activation, out=y2d)
-    return y, (x, w, geometry, out2d, statistics)
+    _, statistics = normalize(y2d, gamma, beta, running_mean, running_var, training, momentum, eps,
+                              activation, out=y2d)
+    return y, (x, w, geometry, statistics)

@@ -85,23 +85,25 @@ def normalize(x2d, gamma, beta, running_mean, running_var, training, momentum, e
     else:
         mean, inv_std = running_mean, 1 / np.sqrt(running_var + np.asarray(eps, dtype))
     scale = gamma * inv_std
+    offset = beta - mean * scale
     clip_max = CLIP_MAX[activation]
-    out2d = kernels.normalize_activate(x2d, scale, beta - mean * scale, clip_max,
+    out2d = kernels.normalize_activate(x2d, scale, offset, clip_max,
                                        np.empty_like(x2d) if out is None else out)
-    return out2d, (mean, inv_std, gamma, clip_max, training, reduction)
+    return out2d, (mean, inv_std, gamma, offset, clip_max, training, reduction)
 
 
-def normalize_backward(g2d, x2d, out2d, statistics, needs_input, grad_out=None):
+def normalize_backward(g2d, x2d, statistics, needs_input, grad_out=None):
     """Gradients (x, gamma, beta) of :func:`normalize`, all (M, C) or (C,); the input's is
-    written into ``grad_out`` when given (which may be ``x2d``)."""
-    mean, inv_std, gamma, clip_max, batch_stats, reduction = statistics
-    return kernels.backward(g2d, x2d, out2d, mean, inv_std, gamma, clip_max, batch_stats,
+    written into ``grad_out`` when given (which may be ``x2d``). The activation's mask is
+    recomputed from the input, so the output is not needed."""
+    mean, inv_std, gamma, offset, clip_max, batch_stats, reduction = statistics
+    return kernels.backward(g2d, x2d, mean, inv_std, gamma, offset, clip_max, batch_stats,
                             needs_input, reduction, grad_out)
 
 
 def batch_norm_vjp(g, saved, needs):
-    x2d, out2d, statistics = saved
-    gx, g_gamma, g_beta = normalize_backward(np.ascontiguousarray(g).reshape(out2d.shape), x2d, out2d,
+    x2d, statistics = saved
+    gx, g_gamma, g_beta = normalize_backward(np.ascontiguousarray(g).reshape(x2d.shape), x2d,
                                              statistics, needs[0])
     return (None if gx is None else gx.reshape(g.shape)), g_gamma, g_beta
 
@@ -113,4 +115,4 @@ def batch_norm_forward(x, gamma, beta, running_mean=None, running_var=None, trai
     x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     out2d, statistics = normalize(x2d, gamma, beta, running_mean, running_var, training, momentum,
                                   eps, activation)
-    return out2d.reshape(x.shape), (x2d, out2d, statistics)
+    return out2d.reshape(x.shape), (x2d, statistics)
