@@ -412,21 +412,38 @@ def _ms(seconds) -> str:
 
 
 def format_table(rows, frameworks, floor_gflops: float | None = None) -> list[str]:
+    """One line per workload: our time, throughput, each other framework's time and our ratio
+    to it; given the SGEMM rate, the FLOP floor (the workload's FLOPs at that rate) and our
+    time as a multiple of it."""
     others = [f for f in frameworks if f != "npmobilenet"]
     header = f"{'workload':38s} {'ms':>9s} {'images/s':>9s} {'GFLOP/s':>8s}"
     header += "".join(f" {f[:5] + ' ms':>9s} {'ratio':>6s}" for f in others)
     if floor_gflops:
-        header += f" {'x floor':>8s}"
+        header += f" {'floor ms':>9s} {'x floor':>8s}"
     lines = [header]
     for row in rows:
         ours = row["npmobilenet"]
         name = f"{row['arch']} {row['kind']}, {row['batch']}x{row['size']}"
         line = f"{name:38s} {_ms(ours)} {row['batch'] / ours:9.1f} {row['gflop'] / ours:8.1f}"
         line += "".join(f" {_ms(row[f])} {_ratio(ours, row[f])}" for f in others)
-        if floor_gflops and row["kind"] == "train step":
-            line += f" {ours / (row['gflop'] / floor_gflops):8.2f}"
+        if floor_gflops:
+            floor = row["gflop"] / floor_gflops
+            line += f" {_ms(floor)} {ours / floor:8.2f}"
         lines.append(line)
     return lines
+
+
+def below_floor(rows, floor_gflops: float) -> list[str]:
+    """The workloads another framework runs in less time than the FLOP floor: no code whose
+    arithmetic runs at numpy's SGEMM rate can match them (see docs/performance.md)."""
+    found = []
+    for row in rows:
+        floor = row["gflop"] / floor_gflops
+        for framework in FRAMEWORKS[1:]:
+            if row.get(framework) is not None and row[framework] < floor:
+                found.append(f"{row['arch']} {row['kind']} {row['batch']}x{row['size']}: "
+                             f"{framework} {1e3 * row[framework]:.1f} ms < floor {1e3 * floor:.1f} ms")
+    return found
 
 
 def format_scaling(rows, frameworks) -> list[str]:
@@ -457,7 +474,11 @@ def report(repeats: int = 5, memory: bool = True, start_up: bool = True, scaling
     with busy_process(under_load):
         floor = sgemm_gflops(repeats)
         lines.append(f"SGEMM 2048^3: {floor:.0f} GFLOP/s (the FLOP floor's rate)")
-        lines += format_table(time_workloads(workloads, repeats, frameworks), frameworks, floor)
+        rows = time_workloads(workloads, repeats, frameworks)
+        lines += format_table(rows, frameworks, floor)
+        faster = below_floor(rows, floor)
+        if faster:
+            lines.append("faster than the FLOP floor at numpy's SGEMM rate: " + "; ".join(faster))
         if scaling:
             rows = time_workloads(SCALING, repeats, frameworks)
             lines += ["", "scaling (cost is linear in batch x pixels where ns per image-pixel is constant)"]

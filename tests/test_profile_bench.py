@@ -52,9 +52,18 @@ def test_benchmark_training_rows_have_no_onnxruntime_time_and_a_flop_floor():
                           frameworks=["npmobilenet", "onnxruntime"])
     assert rows[0]["onnxruntime"] is None and rows[0]["npmobilenet"] > 0
     lines = benchmark.format_table(rows, ["npmobilenet", "onnxruntime"], floor_gflops=100.0)
-    assert "x floor" in lines[0]
-    expected = rows[0]["npmobilenet"] / (rows[0]["gflop"] / 100.0)
-    assert lines[1].split()[-1] == f"{expected:.2f}"
+    assert lines[0].split()[-4:] == ["floor", "ms", "x", "floor"]
+    floor = rows[0]["gflop"] / 100.0
+    assert lines[1].split()[-2:] == [f"{1e3 * floor:.1f}", f"{rows[0]['npmobilenet'] / floor:.2f}"]
+
+
+def test_workloads_another_framework_runs_below_the_flop_floor_are_named():
+    rows = [{"arch": "mobilenet_v2", "kind": "inference", "batch": 8, "size": 224, "gflop": 4.8,
+             "npmobilenet": 0.034, "torch": 0.057, "onnxruntime": 0.017},
+            {"arch": "mobilenet_v1", "kind": "train step", "batch": 16, "size": 224, "gflop": 54.6,
+             "npmobilenet": 0.397, "torch": 0.368, "onnxruntime": None}]
+    assert benchmark.below_floor(rows, floor_gflops=240.0) == [
+        "mobilenet_v2 inference 8x224: onnxruntime 17.0 ms < floor 20.0 ms"]
 
 
 def test_a_failing_benchmark_worker_is_reported_with_its_framework():
