@@ -79,18 +79,21 @@ def _normalize_activate(x, scale, offset, clip_max, out):
 def _masked_sums(g, x, mean, inv_std, scale, offset, clip_max, chunks):
     """Per-channel sums of gm and gm * x_hat, where gm is g masked by the activation (whose
     input ``x * scale + offset`` is recomputed as the forward pass did, to the last bit, rather
-    than read back from the output: one array less to stream)."""
+    than read back from the output: one array less to stream). The mask multiplies, as in the
+    reference, rather than branches: a branch stops LLVM vectorising the loop (2.5x slower)."""
     rows, channels = g.shape
     activate = not np.isnan(clip_max)
+    zero = x.dtype.type(0)
     s1 = np.zeros((chunks, channels))
     s2 = np.zeros((chunks, channels))
     per = (rows + chunks - 1) // chunks
     for k in numba.prange(chunks):
         for i in range(k * per, min(rows, (k + 1) * per)):
             for c in range(channels):
-                gm = g[i, c]
-                if activate and not (0 < x[i, c] * scale[c] + offset[c] < clip_max):
-                    gm = 0
+                gm = np.float64(g[i, c])
+                if activate:
+                    v = x[i, c] * scale[c] + offset[c]
+                    gm *= np.float64((v > zero) & (v < clip_max))
                 s1[k, c] += gm
                 s2[k, c] += gm * ((x[i, c] - mean[c]) * inv_std[c])
     return s1.sum(axis=0), s2.sum(axis=0)
@@ -100,11 +103,13 @@ def _masked_sums(g, x, mean, inv_std, scale, offset, clip_max, chunks):
 def _grad_input(g, x, mean, inv_std, scale, offset, sum_g, sum_g_xhat, count, clip_max, batch_stats, gx):
     rows, channels = g.shape
     activate = not np.isnan(clip_max)
+    zero = x.dtype.type(0)
     for i in numba.prange(rows):
         for c in range(channels):
-            gm = g[i, c]
-            if activate and not (0 < x[i, c] * scale[c] + offset[c] < clip_max):
-                gm = 0
+            gm = np.float64(g[i, c])
+            if activate:
+                v = x[i, c] * scale[c] + offset[c]
+                gm *= np.float64((v > zero) & (v < clip_max))
             if batch_stats:
                 x_hat = (x[i, c] - mean[c]) * inv_std[c]
                 gx[i, c] = scale[c] * (gm - (sum_g[c] + x_hat * sum_g_xhat[c]) / count)
