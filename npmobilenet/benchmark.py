@@ -175,8 +175,8 @@ def serve() -> None:
     """A worker: read JSON requests from stdin, answer one JSON line each on the original
     stdout (libraries' own prints go to stderr). Requests: ``{"import": framework}``,
     ``{"setup": [framework, arch, kind, batch, size]}`` or ``{"setup": "sgemm"}`` (answers
-    whether the workload exists), ``{"run": n}`` (answers the n call times), ``{"memory": 1}``
-    (RSS now and peak, MiB)."""
+    whether the workload exists; two untimed calls follow unless ``"warm": false``),
+    ``{"run": n}`` (answers the n call times), ``{"memory": 1}`` (RSS now and peak, MiB)."""
     from .runtime import reuse_freed_memory
 
     reuse_freed_memory()  # as the command line runs
@@ -193,7 +193,7 @@ def serve() -> None:
             elif "setup" in request:
                 setup = request["setup"]
                 work = _sgemm() if setup == "sgemm" else SETUPS[setup[0]](*setup[1:])
-                if work is not None:
+                if work is not None and request.get("warm", True):
                     work()  # warm-up: Numba compilation, allocator, first-call costs
                     work()
                 answer = {"ready": work is not None}
@@ -236,8 +236,9 @@ class Worker:
             raise RuntimeError(f"{self.framework} benchmark worker: {answer['error']}")
         return answer
 
-    def setup(self, workload) -> bool:
-        return self.ask({"setup": workload if workload == "sgemm" else [self.framework, *workload]})["ready"]
+    def setup(self, workload, warm: bool = True) -> bool:
+        return self.ask({"setup": workload if workload == "sgemm" else [self.framework, *workload],
+                         "warm": warm})["ready"]
 
     def time_block(self, calls: int) -> list[float]:
         """``calls`` timed calls back to back, after a pause and an untimed call."""
@@ -328,6 +329,15 @@ def peak_memory(framework: str, workload) -> tuple[float, float]:
         worker.setup(workload)
         worker.ask({"run": 1})
         return worker.baseline, worker.ask({"memory": 1})["peak"]
+
+
+def first_calls(framework: str, workload, calls: int = 2) -> list[float]:
+    """Seconds of the first ``calls`` calls of ``workload`` in a new worker, with no warm-up
+    (imports and building the model done, untimed): what one step costs a fresh process."""
+    with workers([framework]) as pool:
+        worker = pool[framework]
+        worker.setup(workload, warm=False)
+        return worker.ask({"run": calls})["seconds"]
 
 
 ORT_PREDICT = """
@@ -496,6 +506,15 @@ def report(repeats: int = 5, memory: bool = True, start_up: bool = True, scaling
                     (b0, p0), (b1, p1) = figures.values()
                     lines.append(f"  ratio of the memory the workload adds: {(p0 - b0) / (p1 - b1):.2f}")
         if start_up:
+            lines.append("")
+            for arch in ("mobilenet_v1", "mobilenet_v2"):
+                workload = (arch, "train step", 16, SIZE)
+                steps = {f: first_calls(f, workload) for f in ("npmobilenet", "torch") if f in frameworks}
+                line = f"{arch} train step 16x{SIZE} in a new process, first / second call: " + ", ".join(
+                    f"{f} {1e3 * first:.0f} / {1e3 * second:.0f} ms" for f, (first, second) in steps.items())
+                if len(steps) == 2:
+                    line += f", ratio of first calls {steps['npmobilenet'][0] / steps['torch'][0]:.2f}"
+                lines.append(line)
             seconds = fresh_process_predict(with_onnxruntime="onnxruntime" in frameworks)
             ours = seconds["npmobilenet"]
             line = f"\none image in a new process (predict, import included): {ours:.2f} s"

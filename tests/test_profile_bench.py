@@ -82,3 +82,8 @@ def test_scaling_lines_give_each_frameworks_images_per_second_and_our_cost_per_p
     header, line = benchmark.format_scaling(rows, ["npmobilenet", "torch"])
     assert "ns per image-pixel" in header
     assert line.split()[-3:] == ["16.0", "32.0", f"{1e9 * 0.5 / (8 * 100 ** 2):.2f}"]
+
+
+def test_first_calls_in_a_new_worker_are_timed_without_warm_up():
+    seconds = benchmark.first_calls("npmobilenet", ("mobilenet_v1", "train step", 2, 64), calls=2)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
