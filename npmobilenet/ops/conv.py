@@ -91,8 +91,8 @@ def depthwise_conv2d_forward(x, w, stride=1, padding="SAME", dilation=1):
     return out, (x, w, geometry)
 
 
-def depthwise_conv2d_vjp(g, saved, needs):
-    x, w, geometry = saved
+def depthwise_conv2d_gradients(g, x, w, geometry, needs):
+    """(gx, gw) of a depthwise convolution for the output gradient ``g``; None where not needed."""
     g = np.ascontiguousarray(g)
     gx = gw = None
     if needs[0]:
@@ -102,6 +102,11 @@ def depthwise_conv2d_vjp(g, saved, needs):
         gw = dw.depthwise_grad_weight(x, g, w.shape[:2], geometry.stride, geometry.dilation,
                                       geometry.pads)
     return gx, gw
+
+
+def depthwise_conv2d_vjp(g, saved, needs):
+    x, w, geometry = saved
+    return depthwise_conv2d_gradients(g, x, w, geometry, needs)
 
 
 register("depthwise_conv2d", ("x", "w"), depthwise_conv2d_vjp)(depthwise_conv2d_forward)

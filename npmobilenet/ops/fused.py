@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import depthwise as dw
-from .conv import checked_geometry
+from .conv import checked_geometry, depthwise_conv2d_gradients
 from .norm import check, normalize, normalize_backward
 from .registry import register
 
@@ -31,16 +31,9 @@ def depthwise_batch_norm_vjp(g, saved, needs):
     # The input's gradient overwrites the recomputed output: one temporary array, not two.
     gy, g_gamma, g_beta = normalize_backward(np.ascontiguousarray(g).reshape(y2d.shape), y2d,
                                              statistics, needs_conv, grad_out=y2d)
-    del y2d
     gx = gw = None
     if needs_conv:
-        gy = gy.reshape(g.shape)
-        if needs[0]:
-            gx = dw.depthwise_grad_input(gy, w, x.shape[1:3], geometry.stride, geometry.dilation,
-                                         geometry.pads)
-        if needs[1]:
-            gw = dw.depthwise_grad_weight(x, gy, w.shape[:2], geometry.stride, geometry.dilation,
-                                          geometry.pads)
+        gx, gw = depthwise_conv2d_gradients(gy.reshape(g.shape), x, w, geometry, needs[:2])
     return gx, gw, g_gamma, g_beta
 
 
