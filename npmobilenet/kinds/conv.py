@@ -7,10 +7,10 @@ accepts it), ``in_channels``, ``out_channels`` (a depthwise node keeps its chann
 
 Training runs ``conv2d`` then ``batch_norm``, or ``depthwise_batch_norm`` (the two as one op
 that recomputes the convolution in backward rather than keep its output), with a clamp-type
-activation fused in (others follow as their own ops). Inference folds the batch norm into the weights,
-``W' = W * gamma / sqrt(var + eps)`` and ``b' = beta - mean * gamma / sqrt(var + eps)``, and runs
-the same convolution code into a reused buffer with bias and activation (any of them) in its
-epilogue.
+activation fused in (others follow as their own ops). Inference folds the batch norm into the
+weights, ``W' = W * gamma / sqrt(var + eps)`` and ``b' = beta - mean * gamma / sqrt(var + eps)``,
+and runs the same convolution code into a reused buffer with bias and activation (any of them)
+in its epilogue.
 """
 
 from __future__ import annotations

@@ -63,9 +63,8 @@ def check(x, gamma, beta, running_mean, running_var, training, activation, op="b
 def normalize(x2d, gamma, beta, running_mean, running_var, training, momentum, eps, activation,
               out=None):
     """The forward pass on an (M, C) array: ``(out2d, statistics)``, where ``statistics`` is
-    what :func:`normalize_backward` needs besides the input and the output. ``out`` may be
-    ``x2d`` itself, when nothing needs the input afterwards. The operands are checked first
-    (:func:`check`)."""
+    what :func:`normalize_backward` needs besides the input. ``out`` may be ``x2d`` itself,
+    when nothing needs the input afterwards. Callers check the operands first (:func:`check`)."""
     reducer = _REDUCER.get() if training else None
     dtype = x2d.dtype
     reduction = None
