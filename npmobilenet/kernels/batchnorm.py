@@ -118,12 +118,13 @@ def _grad_input(g, x, mean, inv_std, scale, offset, sum_g, sum_g_xhat, count, cl
     return gx
 
 
-def backward(g2d, x2d, mean, inv_std, gamma, offset, clip_max, batch_stats, needs_input, reduction=None,
+def backward(g2d, x2d, mean, inv_std, scale, offset, clip_max, batch_stats, needs_input, reduction=None,
              grad_out=None):
     """Gradients (x, gamma, beta) of the fused op; ``mean``/``inv_std`` in the data dtype and
-    ``offset`` the forward pass's (``beta - mean * gamma * inv_std``). The input's gradient goes
-    into ``grad_out`` when given: a new (M, C) array, or ``x2d`` itself (each element is read
-    before it is written).
+    ``scale``/``offset`` the forward pass's own (``gamma * inv_std``, ``beta - mean * scale``),
+    so the activation's mask is recomputed from the same values. The input's gradient goes into
+    ``grad_out`` when given: a new (M, C) array, or ``x2d`` itself (each element is read before
+    it is written).
 
     ``reduction`` (synchronised batch norm): ``(sum, count)``, where ``sum(a, b)`` adds the
     per-channel sums over the processes and ``count`` is the global batch's rows; the input
@@ -132,13 +133,12 @@ def backward(g2d, x2d, mean, inv_std, gamma, offset, clip_max, batch_stats, need
     """
     if switch.REFERENCE and reduction is None:
         gx, g_gamma, g_beta = reference.batch_norm_backward_reference(
-            g2d, x2d, mean, inv_std, gamma, offset, clip_max, batch_stats, needs_input)
+            g2d, x2d, mean, inv_std, scale, offset, clip_max, batch_stats, needs_input)
         if gx is not None and grad_out is not None:
             grad_out[...] = gx
             gx = grad_out
         return gx, g_gamma, g_beta
     rows = g2d.shape[0]
-    scale = gamma * inv_std  # as the forward pass computed it
     sum_g, sum_g_xhat = _masked_sums(g2d, x2d, mean, inv_std, scale, offset, clip_max, _chunks(rows))
     dtype = g2d.dtype
     gx = None

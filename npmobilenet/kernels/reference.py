@@ -166,18 +166,17 @@ def epilogue_reference(y2d, bias, code, clip_max):
     return y2d
 
 
-def batch_norm_backward_reference(g2d, x2d, mean, inv_std, gamma, offset, clip_max, batch_stats,
+def batch_norm_backward_reference(g2d, x2d, mean, inv_std, scale, offset, clip_max, batch_stats,
                                   needs_input):
     """Gradients (x, gamma, beta) of ``out = act(gamma * x_hat + beta)``, x_hat = (x - mean) * inv_std.
 
-    The activation passes the gradient where its input ``x * scale + offset`` (scale = gamma *
-    inv_std, offset = beta - mean * scale, as the forward pass computed them) lies strictly
-    inside (0, clip_max): gm = g there, 0 elsewhere. Then g_beta = sum gm and g_gamma = sum gm * x_hat over rows (summed
-    in float64). With batch statistics the mean and variance depend on x too, which gives
-    g_x = gamma * inv_std * (gm - (g_beta + x_hat * g_gamma) / M); with moving statistics (fixed)
-    g_x = gamma * inv_std * gm.
+    ``scale`` = gamma * inv_std and ``offset`` = beta - mean * scale are the forward pass's. The
+    activation passes the gradient where its input ``x * scale + offset`` lies strictly inside
+    (0, clip_max): gm = g there, 0 elsewhere. Then g_beta = sum gm and g_gamma = sum gm * x_hat
+    over rows (summed in float64). With batch statistics the mean and variance depend on x too,
+    which gives g_x = scale * (gm - (g_beta + x_hat * g_gamma) / M); with moving statistics
+    (fixed) g_x = scale * gm.
     """
-    scale = gamma * inv_std
     activation_input = x2d * scale + offset
     gm = g2d if np.isnan(clip_max) else g2d * ((activation_input > 0) & (activation_input < clip_max))
     x_hat = (x2d - mean) * inv_std

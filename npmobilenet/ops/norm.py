@@ -88,15 +88,15 @@ def normalize(x2d, gamma, beta, running_mean, running_var, training, momentum, e
     clip_max = CLIP_MAX[activation]
     out2d = kernels.normalize_activate(x2d, scale, offset, clip_max,
                                        np.empty_like(x2d) if out is None else out)
-    return out2d, (mean, inv_std, gamma, offset, clip_max, training, reduction)
+    return out2d, (mean, inv_std, scale, offset, clip_max, training, reduction)
 
 
 def normalize_backward(g2d, x2d, statistics, needs_input, grad_out=None):
     """Gradients (x, gamma, beta) of :func:`normalize`, all (M, C) or (C,); the input's is
     written into ``grad_out`` when given (which may be ``x2d``). The activation's mask is
     recomputed from the input, so the output is not needed."""
-    mean, inv_std, gamma, offset, clip_max, batch_stats, reduction = statistics
-    return kernels.backward(g2d, x2d, mean, inv_std, gamma, offset, clip_max, batch_stats,
+    mean, inv_std, scale, offset, clip_max, batch_stats, reduction = statistics
+    return kernels.backward(g2d, x2d, mean, inv_std, scale, offset, clip_max, batch_stats,
                             needs_input, reduction, grad_out)
 
 

@@ -83,9 +83,10 @@ def test_batch_norm_kernels_equal_their_references(dtype, problem):
     gamma = rng.uniform(0.5, 2, channels).astype(dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
     for needs_input in (True, False):
-        got = bn.backward(g, x, mean, inv_std, gamma, offset, dtype(clip_max), batch_stats, needs_input)
-        expected = ref.batch_norm_backward_reference(g, x, mean, inv_std, gamma, offset, dtype(clip_max),
-                                                     batch_stats, needs_input)
+        got = bn.backward(g, x, mean, inv_std, gamma * inv_std, offset, dtype(clip_max), batch_stats,
+                          needs_input)
+        expected = ref.batch_norm_backward_reference(g, x, mean, inv_std, gamma * inv_std, offset,
+                                                     dtype(clip_max), batch_stats, needs_input)
         for name, a, b in zip(("x", "gamma", "beta"), got, expected):
             if a is None or b is None:
                 assert a is b is None and name == "x" and not needs_input
